@@ -1,0 +1,34 @@
+"""tfvae: Variational Auto-Encoders for Keras 3 with TensorFlow Probability.
+
+>>> import tfvae
+>>> encoder, decoder = tfvae.networks.build_networks("mlp", (28, 28, 1), latent_dim=20)
+>>> vae = tfvae.VAE(encoder, decoder, latent_dim=20, likelihood="bernoulli")
+>>> vae.compile()
+"""
+
+import os as _os
+
+# Keras 3 on TensorFlow; TFP imports tf_keras (Keras 2) for its own layers only.
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfvae import callbacks, datasets, importance, likelihoods, networks  # noqa: E402
+from tfvae.callbacks import KLWarmup  # noqa: E402
+from tfvae.likelihoods import Bernoulli, ContinuousBernoulli, Normal  # noqa: E402
+from tfvae.model import VAE, standard_normal_prior  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "KLWarmup",
+    "Bernoulli",
+    "ContinuousBernoulli",
+    "Normal",
+    "callbacks",
+    "datasets",
+    "importance",
+    "likelihoods",
+    "networks",
+    "standard_normal_prior",
+]

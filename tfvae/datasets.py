@@ -1,0 +1,289 @@
+"""Datasets of the VAE literature, verified by hash, as float32 arrays in [0, 1].
+
+Files are looked for in the data directory (``$TFVAE_DATA_DIR``, else
+``data/`` at the project root, else ``~/.tfvae/data``) under the same layout as
+their download sites, e.g. ``mnist/train-images-idx3-ubyte.gz``. A file that
+is missing is downloaded from its original source; every file, downloaded or
+found, must match its published SHA-256 before it is used.
+
+Arrays have a channel axis: ``[N, 28, 28, 1]`` (MNIST family) or
+``[N, 28, 20, 1]`` (Frey Face).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+DATASET_NAMES = ("mnist", "binarized_mnist", "fashion_mnist", "frey_face")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset: where it lives locally and remotely, and its hash."""
+
+    path: str  # relative to the data directory
+    url: str
+    sha256: str
+    size: int  # bytes
+
+
+_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+_BINARIZED_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+_FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
+
+FILES = {
+    f.path: f
+    for f in (
+        RemoteFile("mnist/train-images-idx3-ubyte.gz", _MNIST_URL + "train-images-idx3-ubyte.gz",
+                   "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+        RemoteFile("mnist/train-labels-idx1-ubyte.gz", _MNIST_URL + "train-labels-idx1-ubyte.gz",
+                   "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+        RemoteFile("mnist/t10k-images-idx3-ubyte.gz", _MNIST_URL + "t10k-images-idx3-ubyte.gz",
+                   "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+        RemoteFile("mnist/t10k-labels-idx1-ubyte.gz", _MNIST_URL + "t10k-labels-idx1-ubyte.gz",
+                   "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+        RemoteFile("fashion-mnist/train-images-idx3-ubyte.gz",
+                   _FASHION_URL + "train-images-idx3-ubyte.gz",
+                   "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+        RemoteFile("fashion-mnist/train-labels-idx1-ubyte.gz",
+                   _FASHION_URL + "train-labels-idx1-ubyte.gz",
+                   "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+        RemoteFile("fashion-mnist/t10k-images-idx3-ubyte.gz",
+                   _FASHION_URL + "t10k-images-idx3-ubyte.gz",
+                   "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+        RemoteFile("fashion-mnist/t10k-labels-idx1-ubyte.gz",
+                   _FASHION_URL + "t10k-labels-idx1-ubyte.gz",
+                   "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+        RemoteFile("binarized_mnist/binarized_mnist_train.amat",
+                   _BINARIZED_URL + "binarized_mnist_train.amat",
+                   "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d", 78400000),
+        RemoteFile("binarized_mnist/binarized_mnist_valid.amat",
+                   _BINARIZED_URL + "binarized_mnist_valid.amat",
+                   "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2", 15680000),
+        RemoteFile("binarized_mnist/binarized_mnist_test.amat",
+                   _BINARIZED_URL + "binarized_mnist_test.amat",
+                   "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c", 15680000),
+        RemoteFile("frey_face/frey_rawface.mat", _FREY_URL,
+                   "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64", 1100584),
+    )
+}
+
+
+class DatasetUnavailableError(FileNotFoundError):
+    """A dataset file is missing and could not be downloaded."""
+
+
+class DatasetCorruptError(ValueError):
+    """A dataset file does not match its published hash."""
+
+
+def data_dir() -> Path:
+    """Where dataset files are cached (see the module docstring)."""
+    if os.environ.get("TFVAE_DATA_DIR"):
+        return Path(os.environ["TFVAE_DATA_DIR"]).expanduser()
+    project_data = Path(__file__).resolve().parents[1] / "data"
+    if project_data.is_dir():
+        return project_data
+    return Path.home() / ".tfvae" / "data"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_VERIFIED: dict[tuple[str, int, int], bool] = {}
+
+
+def fetch(relative_path: str, directory: str | os.PathLike | None = None) -> Path:
+    """Path of a verified copy of one dataset file, downloading it if needed.
+
+    Raises:
+        DatasetCorruptError: the file found (or downloaded) has the wrong hash.
+        DatasetUnavailableError: the file is missing and cannot be downloaded.
+    """
+    remote = FILES[relative_path]
+    root = Path(directory) if directory is not None else data_dir()
+    path = root / remote.path
+    if not path.exists():
+        _download(remote, path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if not _VERIFIED.get(key):
+        found = sha256_of(path)
+        if found != remote.sha256:
+            raise DatasetCorruptError(
+                f"{path} is corrupt or truncated ({stat.st_size} bytes, sha256 {found}); expected "
+                f"{remote.size} bytes with sha256 {remote.sha256}. Delete it to download it "
+                f"again from {remote.url}, or replace it with a good copy."
+            )
+        _VERIFIED[key] = True
+    return path
+
+
+def _download(remote: RemoteFile, path: Path) -> None:
+    """Download to a temporary file beside ``path``, verify, then rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetUnavailableError(
+            f"{path} is missing and its folder cannot be created ({error}). Set TFVAE_DATA_DIR "
+            f"to a writable folder, or put the file there (sha256 {remote.sha256})."
+        ) from error
+    print(f"Downloading {remote.url} -> {path}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+            shutil.copyfileobj(response, out, length=1 << 20)
+        found = sha256_of(Path(tmp))
+        if found != remote.sha256:
+            raise DatasetCorruptError(
+                f"download of {remote.url} has sha256 {found}; expected {remote.sha256}."
+            )
+        os.replace(tmp, path)
+    except (urllib.error.URLError, OSError) as error:
+        raise DatasetUnavailableError(
+            f"{path} is missing and could not be downloaded from {remote.url} ({error}). "
+            f"Put a copy there (sha256 {remote.sha256}), or set TFVAE_DATA_DIR to a folder "
+            f"holding {remote.path}."
+        ) from error
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ------------------------------------------------------------------ parsers
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped) as a uint8 array, e.g. ``[N, 28, 28]``."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic >> 8 != 0x08:  # 0x08: unsigned byte data
+        raise DatasetCorruptError(f"{path} is not an unsigned-byte IDX file (magic {magic:#x}).")
+    ndim = magic & 0xFF
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def read_amat(path: Path) -> np.ndarray:
+    """Larochelle & Murray's ``.amat``: rows of 784 '0'/'1' separated by spaces.
+
+    Returns a uint8 array ``[N, 28, 28]`` of 0/1.
+    """
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    digits = raw[0::2] - ord("0")  # every other byte is a digit, then ' ' or '\n'
+    if digits.size % 784 or digits.max() > 1:
+        raise DatasetCorruptError(f"{path} is not a 0/1 .amat file of 784 values per row.")
+    return digits.reshape(-1, 28, 28)
+
+
+def read_frey(path: Path) -> np.ndarray:
+    """Frey Face, uint8 ``[1965, 28, 20]``."""
+    from scipy.io import loadmat
+
+    return loadmat(path)["ff"].T.reshape(-1, 28, 20)
+
+
+# ------------------------------------------------------------------ loaders
+def _to_float(images: np.ndarray, scale: float) -> np.ndarray:
+    return (images.astype(np.float32) / scale)[..., None]
+
+
+def _subset(x, y, limit, seed):
+    """A random subset of ``limit`` rows (files may be sorted by class)."""
+    if limit is None or limit >= len(x):
+        return x, y
+    index = np.random.default_rng(seed).permutation(len(x))[:limit]
+    index.sort()
+    return x[index], (None if y is None else y[index])
+
+
+def binarize(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A fixed stochastic binarisation: each pixel is 1 with probability x."""
+    rng = np.random.default_rng(seed)
+    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
+def load(name: str, split: str = "train", limit: int | None = None, binarized: bool = False,
+         seed: int = 0, directory: str | os.PathLike | None = None
+         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load a dataset split as ``(x, y)``.
+
+    Args:
+        name: one of ``DATASET_NAMES``.
+        split: ``"train"`` or ``"test"``; ``binarized_mnist`` also has
+            ``"valid"``; ``frey_face`` has ``"train"`` (first 1765 of a fixed
+            shuffle), ``"test"`` (the last 200) and ``"all"``.
+        limit: keep a random subset of this many examples (for quick runs).
+        binarized: for ``mnist``/``fashion_mnist``, binarise once with a
+            fixed seed (static binarisation); for dynamic binarisation use
+            ``make_dataset(..., dynamic_binarization=True)``.
+        seed: seed of the subset and of the binarisation.
+        directory: data directory (default :func:`data_dir`).
+
+    Returns:
+        ``x``: float32 ``[N, H, W, 1]`` in [0, 1]; ``y``: int labels ``[N]``
+        or ``None`` (binarized MNIST and Frey Face have none).
+    """
+    splits = {"binarized_mnist": ("train", "valid", "test"),
+              "frey_face": ("train", "test", "all")}.get(name, ("train", "test"))
+    if name not in DATASET_NAMES:
+        raise ValueError(f"Unknown dataset {name!r}. Expected one of {', '.join(DATASET_NAMES)}.")
+    if split not in splits:
+        raise ValueError(f"{name} has no split {split!r}. Expected one of {', '.join(splits)}.")
+
+    def get(path):
+        return fetch(path, directory)
+
+    y = None
+    if name in ("mnist", "fashion_mnist"):
+        folder = "mnist" if name == "mnist" else "fashion-mnist"
+        prefix = "train" if split == "train" else "t10k"
+        x = _to_float(read_idx(get(f"{folder}/{prefix}-images-idx3-ubyte.gz")), 255.0)
+        y = read_idx(get(f"{folder}/{prefix}-labels-idx1-ubyte.gz")).astype(np.int64)
+        if binarized:
+            x = binarize(x, seed)
+    elif name == "binarized_mnist":
+        x = _to_float(read_amat(get(f"binarized_mnist/binarized_mnist_{split}.amat")), 1.0)
+    else:
+        x = _to_float(read_frey(get("frey_face/frey_rawface.mat")), 255.0)
+        order = np.random.default_rng(1965).permutation(len(x))
+        if split != "all":
+            order = order[:-200] if split == "train" else order[-200:]
+        x = x[np.sort(order)]
+    return _subset(x, y, limit, seed)
+
+
+def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
+                 dynamic_binarization: bool = False, seed: int | None = None,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
+    """A batched, prefetched ``tf.data.Dataset`` of ``x`` (no labels).
+
+    The array is held in memory once (``from_tensor_slices`` then ``cache``),
+    reshuffled every epoch when ``shuffle``; with ``dynamic_binarization``
+    each pixel is redrawn as Bernoulli(x) every time it is seen, the
+    "dynamically binarised MNIST" of Burda et al.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(x, np.float32)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if dynamic_binarization:
+        ds = ds.map(lambda b: tf.cast(tf.random.uniform(tf.shape(b)) < b, tf.float32),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

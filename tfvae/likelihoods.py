@@ -1,0 +1,180 @@
+"""Observation models p(x|z): turn decoder outputs into TFP distributions.
+
+A likelihood is a small Keras layer. It owns any parameters of its own (the
+learned scale of a Normal), knows its support (so bad input can be rejected
+before training) and builds ``tfd.Independent`` distributions whose event
+shape is the data shape. The decoder always emits one real number per data
+value (``decoder(z).shape == [B, *data_shape]``): logits for the Bernoulli
+family, the mean for the Normal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+# Smallest standard deviation a learned Normal scale may take, so that
+# log-probabilities stay finite when the decoder becomes very confident.
+MIN_SCALE = 1e-3
+
+
+class Likelihood(keras.layers.Layer):
+    """Base class: ``distribution(params)`` returns p(x|z).
+
+    Subclasses set ``support`` to ``(low, high)`` (``None`` for unbounded)
+    and implement ``_base_distribution(params)``.
+    """
+
+    support: tuple[float | None, float | None] = (None, None)
+
+    def build(self, data_shape):
+        self.data_shape = tuple(int(d) for d in data_shape)
+        self.built = True
+
+    def distribution(self, params: tf.Tensor) -> tfd.Distribution:
+        """p(x|z) with batch shape ``params.shape[:-len(data_shape)]``.
+
+        Args:
+            params: decoder output, shape ``[..., *data_shape]``. It is cast to
+                float32 so that log-probabilities stay float32 under mixed
+                precision.
+        """
+        params = tf.cast(params, tf.float32)
+        ndims = len(self.data_shape)
+        return tfd.Independent(
+            self._base_distribution(params), reinterpreted_batch_ndims=ndims
+        )
+
+    def mean_image(self, params: tf.Tensor) -> tf.Tensor:
+        """E[x|z], shape ``[..., *data_shape]`` (what people plot)."""
+        return self.distribution(params).mean()
+
+    def _base_distribution(self, params):
+        raise NotImplementedError
+
+    def call(self, params):
+        return self.mean_image(params)
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class Bernoulli(Likelihood):
+    """Bernoulli pixels from logits. log p(x|z) = -binary cross-entropy.
+
+    Also accepted for grey values in [0, 1] (the common "Bernoulli on grey
+    pixels" shortcut), which is not a normalised density there; see
+    :class:`ContinuousBernoulli` for the normalised version.
+    """
+
+    support = (0.0, 1.0)
+
+    def _base_distribution(self, params):
+        return tfd.Bernoulli(logits=params, dtype=tf.float32)
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class ContinuousBernoulli(Likelihood):
+    """Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) for x in [0, 1]."""
+
+    support = (0.0, 1.0)
+
+    def _base_distribution(self, params):
+        return tfd.ContinuousBernoulli(logits=params)
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class Normal(Likelihood):
+    """Gaussian pixels with mean from the decoder.
+
+    Args:
+        scale: a positive float for a fixed standard deviation (then
+            log p(x|z) = -||x - mu||^2 / (2 scale^2) - const, i.e. MSE), or
+            ``"learned"`` for a trained standard deviation.
+        per_pixel: with ``scale="learned"``, learn one scale per data value
+            instead of one global scale.
+        init_scale: starting value of a learned scale.
+    """
+
+    def __init__(self, scale: float | str = "learned", per_pixel: bool = False,
+                 init_scale: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(scale, str):
+            if scale != "learned":
+                raise ValueError(
+                    f"Normal scale must be a positive number or 'learned', got {scale!r}."
+                )
+        elif not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"Normal scale must be a positive finite number, got {scale!r}.")
+        if per_pixel and scale != "learned":
+            raise ValueError("per_pixel=True needs scale='learned'.")
+        self.scale = scale
+        self.per_pixel = bool(per_pixel)
+        self.init_scale = float(init_scale)
+
+    @property
+    def learned(self) -> bool:
+        return self.scale == "learned"
+
+    def build(self, data_shape):
+        super().build(data_shape)
+        if self.learned:
+            shape = self.data_shape if self.per_pixel else ()
+            # softplus^{-1}(init - floor): the scale starts at init_scale.
+            raw = math.log(math.expm1(max(self.init_scale - MIN_SCALE, 1e-6)))
+            self.raw_scale = self.add_weight(
+                name="raw_scale", shape=shape, dtype="float32",
+                initializer=keras.initializers.Constant(raw), autocast=False,
+            )
+
+    def stddev(self) -> tf.Tensor:
+        """The standard deviation: a scalar, or ``data_shape`` when per pixel."""
+        if self.learned:
+            return tf.nn.softplus(tf.convert_to_tensor(self.raw_scale)) + MIN_SCALE
+        return tf.constant(self.scale, tf.float32)
+
+    def _base_distribution(self, params):
+        return tfd.Normal(loc=params, scale=self.stddev())
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(scale=self.scale, per_pixel=self.per_pixel, init_scale=self.init_scale)
+        return config
+
+
+_NAMED = {
+    "bernoulli": lambda: Bernoulli(),
+    "continuous_bernoulli": lambda: ContinuousBernoulli(),
+    "normal": lambda: Normal(scale="learned"),
+    "normal_per_pixel": lambda: Normal(scale="learned", per_pixel=True),
+}
+LIKELIHOOD_NAMES = (*_NAMED, "normal:<scale>")
+
+
+def get_likelihood(spec: str | Likelihood) -> Likelihood:
+    """A :class:`Likelihood` from a name or an instance.
+
+    Names: ``"bernoulli"``, ``"continuous_bernoulli"``, ``"normal"`` (learned
+    global scale), ``"normal_per_pixel"`` (learned scale per value) and
+    ``"normal:0.1"`` (fixed standard deviation 0.1).
+    """
+    if isinstance(spec, Likelihood):
+        return spec
+    if isinstance(spec, str):
+        name = spec.strip().lower()
+        if name in _NAMED:
+            return _NAMED[name]()
+        if name.startswith("normal:"):
+            try:
+                scale = float(name.split(":", 1)[1])
+            except ValueError:
+                scale = None
+            if scale is not None and scale > 0 and math.isfinite(scale):
+                return Normal(scale=scale)
+    raise ValueError(
+        f"Unknown likelihood {spec!r}. Expected one of {', '.join(LIKELIHOOD_NAMES)} "
+        "or a tfvae.likelihoods.Likelihood instance."
+    )

@@ -1,0 +1,333 @@
+"""The Variational Auto-Encoder as a ``keras.Model``.
+
+Shapes used below: ``B`` examples in a batch, ``D = latent_dim``, ``K``
+importance samples, ``data_shape`` the shape of one example (e.g.
+``(28, 28, 1)``). All log-probabilities are in nats, per example.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfvae import importance
+from tfvae.likelihoods import Likelihood, get_likelihood
+from tfvae.validation import check_data, first_batch
+
+tfd = tfp.distributions
+
+KL_MODES = ("analytic", "mc")
+# Floor on the posterior standard deviation: keeps log q(z|x) finite.
+MIN_POSTERIOR_SCALE = 1e-4
+
+
+def standard_normal_prior(latent_dim: int) -> tfd.Distribution:
+    """p(z) = N(0, I) over ``latent_dim`` dimensions (event shape ``[D]``)."""
+    return tfd.MultivariateNormalDiag(
+        loc=tf.zeros([latent_dim]), scale_diag=tf.ones([latent_dim])
+    )
+
+
+def _has_analytic_kl(latent_dim: int, prior: tfd.Distribution) -> bool:
+    q = standard_normal_prior(latent_dim)
+    try:
+        tfd.kl_divergence(q, prior)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _as_seed(seed) -> tf.Tensor:
+    """A stateless TFP seed (int32 ``[2]``) from an int or a seed tensor."""
+    return tfp.random.sanitize_seed(seed)
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class VAE(keras.Model):
+    """Variational Auto-Encoder trained by maximising the ELBO.
+
+    Args:
+        encoder: ``keras.Model`` mapping ``[B, *data_shape]`` to
+            ``[B, 2 * latent_dim]`` (mean, then an unconstrained scale;
+            the standard deviation is ``softplus(raw) + 1e-4``).
+        decoder: ``keras.Model`` mapping ``[B, latent_dim]`` to
+            ``[B, *data_shape]``, one distribution parameter per value.
+        latent_dim: size ``D`` of z.
+        likelihood: p(x|z): a name (``"bernoulli"``, ``"continuous_bernoulli"``,
+            ``"normal"``, ``"normal_per_pixel"``, ``"normal:0.1"``) or a
+            :class:`tfvae.likelihoods.Likelihood`.
+        prior: p(z), any TFP distribution with event shape ``[D]``; default
+            standard Normal. (A custom prior is not saved by ``model.save``.)
+        beta: weight of the KL term (1 gives the ELBO; see
+            :class:`tfvae.callbacks.KLWarmup`).
+        kl: ``"analytic"`` (closed form, falling back to Monte Carlo with a
+            warning where TFP has none) or ``"mc"`` (one-sample estimate
+            log q(z|x) - log p(z) at the same z as the reconstruction term).
+        iw_samples: if above 1, ``evaluate`` also reports ``iw_elbo``, the
+            importance-weighted bound with this many samples (Burda et al.).
+        seed: seed of the model's sampling noise.
+
+    Training minimises ``reconstruction + beta * kl`` averaged over the batch,
+    where ``reconstruction = -E_q[log p(x|z)]`` (one reparameterised sample)
+    and ``kl = KL(q(z|x) || p(z))``. ``fit``/``evaluate`` report ``loss``,
+    ``reconstruction``, ``kl`` and ``elbo`` (per example, nats).
+    """
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, latent_dim: int,
+                 likelihood: str | Likelihood = "bernoulli",
+                 prior: tfd.Distribution | None = None, beta: float = 1.0,
+                 kl: str = "analytic", iw_samples: int = 0, seed: int | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.latent_dim = int(latent_dim)
+        self.data_shape = tuple(int(d) for d in encoder.input_shape[1:])
+        self._check_networks()
+        self.likelihood = get_likelihood(likelihood)
+        self.likelihood.build(self.data_shape)
+
+        self.custom_prior = prior is not None
+        self.prior = prior if prior is not None else standard_normal_prior(self.latent_dim)
+        if tuple(self.prior.event_shape) != (self.latent_dim,) or tuple(self.prior.batch_shape):
+            raise ValueError(
+                f"prior has batch shape {self.prior.batch_shape} and event shape "
+                f"{self.prior.event_shape}; expected batch shape [] and event shape "
+                f"[{self.latent_dim}] (latent_dim)."
+            )
+        if kl not in KL_MODES:
+            raise ValueError(f"Unknown kl {kl!r}. Expected one of {', '.join(KL_MODES)}.")
+        self.kl = kl
+        self.analytic_kl = kl == "analytic" and _has_analytic_kl(self.latent_dim, self.prior)
+        if kl == "analytic" and not self.analytic_kl:
+            warnings.warn(
+                f"TFP has no closed-form KL between a diagonal Gaussian and "
+                f"{type(self.prior).__name__}; using the Monte-Carlo estimate.",
+                stacklevel=2,
+            )
+        if not (isinstance(beta, (int, float)) and beta >= 0 and math.isfinite(beta)):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}.")
+        # A variable, so that callbacks (KL warm-up) can change it between
+        # steps without retracing the compiled training step.
+        self.beta = self.add_weight(
+            name="beta", shape=(), dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant(float(beta)), autocast=False,
+        )
+        self.iw_samples = int(iw_samples)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+        self.iw_elbo_tracker = keras.metrics.Mean(name="iw_elbo")
+        self.built = True
+
+    def _check_networks(self):
+        out = tuple(self.encoder.output_shape[1:])
+        if out != (2 * self.latent_dim,):
+            raise ValueError(
+                f"encoder output shape is {out}; expected ({2 * self.latent_dim},), the mean "
+                f"and raw scale of q(z|x) for latent_dim={self.latent_dim}."
+            )
+        dec_in = tuple(self.decoder.input_shape[1:])
+        dec_out = tuple(self.decoder.output_shape[1:])
+        if dec_in != (self.latent_dim,) or dec_out != self.data_shape:
+            raise ValueError(
+                f"decoder maps {dec_in} to {dec_out}; expected ({self.latent_dim},) to "
+                f"{self.data_shape}, the encoder's input shape."
+            )
+
+    # ----------------------------------------------------------------- parts
+    def _next_seed(self) -> tf.Tensor:
+        return tf.cast(self.seed_generator.next(), tf.int32)
+
+    def posterior(self, x, training: bool = False) -> tfd.MultivariateNormalDiag:
+        """q(z|x) without input checks (for use inside compiled code)."""
+        params = tf.cast(self.encoder(x, training=training), tf.float32)
+        loc, raw_scale = tf.split(params, 2, axis=-1)
+        scale = tf.nn.softplus(raw_scale) + MIN_POSTERIOR_SCALE
+        return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+
+    def decode(self, z, training: bool = False) -> tfd.Distribution:
+        """p(x|z): batch shape ``z.shape[:-1]``, event shape ``data_shape``."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        lead = tf.shape(z)[:-1]
+        params = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
+        params = tf.reshape(params, tf.concat([lead, self.data_shape], axis=0))
+        return self.likelihood.distribution(params)
+
+    def encode(self, x) -> tfd.MultivariateNormalDiag:
+        """q(z|x), a diagonal Gaussian: batch shape ``[B]``, event shape ``[D]``."""
+        self._check(x, "x")
+        return self.posterior(tf.convert_to_tensor(x))
+
+    def kl_divergence(self, q: tfd.Distribution, z: tf.Tensor) -> tf.Tensor:
+        """KL(q || p) per example, ``[B]``: closed form, or log q(z) - log p(z)."""
+        if self.analytic_kl:
+            return tfd.kl_divergence(q, self.prior)
+        return q.log_prob(z) - self.prior.log_prob(z)
+
+    def elbo_terms(self, x, training: bool = False, seed=None) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(reconstruction, kl)`` per example, each ``[B]`` nats.
+
+        ``reconstruction = -log p(x|z)`` at one reparameterised sample
+        ``z = mu + sigma * eps`` (an unbiased estimate of -E_q log p(x|z)).
+        """
+        q = self.posterior(x, training=training)
+        z = q.sample(seed=self._next_seed() if seed is None else _as_seed(seed))
+        reconstruction = -self.decode(z, training=training).log_prob(x)
+        return reconstruction, self.kl_divergence(q, z)
+
+    # -------------------------------------------------------------- training
+    def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            reconstruction, kl = self.elbo_terms(x, training=True)
+            loss = tf.reduce_mean(reconstruction + self.beta * kl)
+            if self.losses:
+                loss += tf.add_n(self.losses)
+            # Each replica sees 1/R of the global batch and the optimizer sums
+            # the replicas' gradients: divide by R so that the sum equals the
+            # gradient of the global-batch mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        self._update_metrics(reconstruction, kl)
+        return {m.name: m.result() for m in self.metrics[:4]}
+
+    def test_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        reconstruction, kl = self.elbo_terms(x, training=False)
+        if self.iw_samples > 1:
+            bound = importance.iw_bound(self, x, self.iw_samples, seed=self._next_seed())
+            self.iw_elbo_tracker.update_state(bound)
+        self._update_metrics(reconstruction, kl)
+        return {m.name: m.result() for m in self.metrics}
+
+    def _update_metrics(self, reconstruction, kl):
+        self.loss_tracker.update_state(reconstruction + self.beta * kl)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        self.elbo_tracker.update_state(-(reconstruction + kl))
+
+    @property
+    def metrics(self):
+        trackers = [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker,
+                    self.elbo_tracker]
+        return trackers + ([self.iw_elbo_tracker] if self.iw_samples > 1 else [])
+
+    def call(self, x, training: bool = False):
+        """Mean reconstruction E[x|z] at one z ~ q(z|x): ``[B, *data_shape]``."""
+        q = self.posterior(x, training=training)
+        z = q.sample(seed=self._next_seed())
+        return self.decode(z, training=training).mean()
+
+    def compile(self, optimizer="adam", **kwargs):
+        """Keras ``compile`` with no loss to give: the loss is the negative ELBO."""
+        if kwargs.get("loss") is not None:  # None is what a saved config holds
+            raise ValueError("VAE computes its own loss (the negative ELBO); do not pass loss=.")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # What keras.Model does, which it skips for models whose compile() is
+        # overridden: restores the optimizer of a saved model.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # ----------------------------------------------------- checks on inputs
+    def _check(self, data, name):
+        batch = first_batch(data)
+        if batch is not None:
+            check_data(batch, self.data_shape, self.likelihood.support, name)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        self._check(x, "x")
+        if validation_data is not None:
+            val = validation_data
+            if isinstance(val, (tuple, list)):
+                val = val[0]
+            self._check(val, "validation_data")
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check(x, "x")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # ------------------------------------------------------------ inference
+    def sample(self, n: int, seed: int | None = None, mean: bool = False) -> tf.Tensor:
+        """Generate ``n`` examples: z ~ p(z), then x ~ p(x|z).
+
+        Args:
+            n: number of examples.
+            seed: int for reproducible draws; ``None`` uses the model's stream.
+            mean: return E[x|z] (the smooth "mean image") instead of a draw.
+
+        Returns:
+            ``[n, *data_shape]`` float32.
+        """
+        if n < 1:
+            raise ValueError(f"n must be a positive number of samples, got {n}.")
+        z_seed, x_seed = tfp.random.split_seed(
+            self._next_seed() if seed is None else _as_seed(seed), n=2)
+        z = self.prior.sample(n, seed=z_seed)
+        p_x = self.decode(z)
+        return p_x.mean() if mean else p_x.sample(seed=x_seed)
+
+    def reconstruct(self, x, sample_z: bool = False) -> tf.Tensor:
+        """E[x|z] for z the posterior mean (or one draw): ``[B, *data_shape]``."""
+        q = self.encode(x)
+        z = q.sample(seed=self._next_seed()) if sample_z else q.mean()
+        return self.decode(z).mean()
+
+    def log_likelihood(self, x, num_samples: int = 5000, batch_size: int = 100,
+                       samples_per_chunk: int | None = None, seed: int | None = 0,
+                       verbose: int = 1) -> np.ndarray:
+        """Importance-weighted estimate of log p(x) per example (Burda et al. 2015).
+
+        See :func:`tfvae.importance.log_likelihood` for the memory bound.
+
+        Returns:
+            ``[N]`` float64 array, nats.
+        """
+        self._check(x, "x")
+        return importance.log_likelihood(self, x, num_samples=num_samples,
+                                         batch_size=batch_size,
+                                         samples_per_chunk=samples_per_chunk,
+                                         seed=seed, verbose=verbose)
+
+    # ------------------------------------------------------- serialisation
+    def get_config(self):
+        if self.custom_prior:
+            raise NotImplementedError(
+                "This VAE has a custom prior, which model.save cannot store. Save the weights "
+                "with model.save_weights('m.weights.h5') and rebuild the model with the same "
+                "prior before load_weights."
+            )
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "latent_dim": self.latent_dim,
+            "likelihood": keras.saving.serialize_keras_object(self.likelihood),
+            "beta": float(keras.ops.convert_to_numpy(self.beta)),
+            "kl": self.kl,
+            "iw_samples": self.iw_samples,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "decoder", "likelihood"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
