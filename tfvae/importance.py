@@ -17,6 +17,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.seeds import stateless_seed
+
 # Largest number of decoder outputs (K_chunk * B * prod(data_shape) floats)
 # held at once when estimating log p(x): 2**24 floats = 64 MiB per tensor.
 MAX_DECODED_VALUES = 2**24
@@ -80,7 +82,7 @@ def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
         samples_per_chunk = max(1, MAX_DECODED_VALUES // values_per_sample)
     samples_per_chunk = min(samples_per_chunk, num_samples)
     run = _chunk_logsumexp(model)
-    seed = tfp.random.sanitize_seed(seed)
+    seed = stateless_seed(seed)
     n_batches = math.ceil(len(x) / batch_size)
     progress = keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch")
     results = []

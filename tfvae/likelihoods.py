@@ -36,6 +36,16 @@ class Likelihood(keras.layers.Layer):
         self.data_shape = tuple(int(d) for d in data_shape)
         self.built = True
 
+    def build_for(self, data_shape) -> None:
+        """Build once for ``data_shape``; a deserialised layer may be built already."""
+        data_shape = tuple(int(d) for d in data_shape)
+        if not self.built:
+            self.build(data_shape)
+        elif self.data_shape != data_shape:
+            raise ValueError(
+                f"likelihood was built for data shape {self.data_shape}, not {data_shape}."
+            )
+
     def distribution(self, params: tf.Tensor) -> tfd.Distribution:
         """p(x|z) with batch shape ``params.shape[:-len(data_shape)]``.
 

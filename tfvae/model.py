@@ -17,6 +17,7 @@ import tensorflow_probability as tfp
 
 from tfvae import importance
 from tfvae.likelihoods import Likelihood, get_likelihood
+from tfvae.seeds import stateless_seed
 from tfvae.validation import check_data, first_batch
 
 tfd = tfp.distributions
@@ -40,11 +41,6 @@ def _has_analytic_kl(latent_dim: int, prior: tfd.Distribution) -> bool:
     except NotImplementedError:
         return False
     return True
-
-
-def _as_seed(seed) -> tf.Tensor:
-    """A stateless TFP seed (int32 ``[2]``) from an int or a seed tensor."""
-    return tfp.random.sanitize_seed(seed)
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -90,7 +86,7 @@ class VAE(keras.Model):
         self.data_shape = tuple(int(d) for d in encoder.input_shape[1:])
         self._check_networks()
         self.likelihood = get_likelihood(likelihood)
-        self.likelihood.build(self.data_shape)
+        self.likelihood.build_for(self.data_shape)
 
         self.custom_prior = prior is not None
         self.prior = prior if prior is not None else standard_normal_prior(self.latent_dim)
@@ -181,7 +177,7 @@ class VAE(keras.Model):
         ``z = mu + sigma * eps`` (an unbiased estimate of -E_q log p(x|z)).
         """
         q = self.posterior(x, training=training)
-        z = q.sample(seed=self._next_seed() if seed is None else _as_seed(seed))
+        z = q.sample(seed=self._next_seed() if seed is None else stateless_seed(seed))
         reconstruction = -self.decode(z, training=training).log_prob(x)
         return reconstruction, self.kl_divergence(q, z)
 
@@ -277,7 +273,7 @@ class VAE(keras.Model):
         if n < 1:
             raise ValueError(f"n must be a positive number of samples, got {n}.")
         z_seed, x_seed = tfp.random.split_seed(
-            self._next_seed() if seed is None else _as_seed(seed), n=2)
+            self._next_seed() if seed is None else stateless_seed(seed), n=2)
         z = self.prior.sample(n, seed=z_seed)
         p_x = self.decode(z)
         return p_x.mean() if mean else p_x.sample(seed=x_seed)

@@ -77,7 +77,9 @@ def conv_decoder(data_shape: Sequence[int], latent_dim: int,
 
 def _check_divisible(data_shape, n_halvings):
     if len(data_shape) != 3:
-        raise ValueError(f"conv networks need data_shape (height, width, channels), got {tuple(data_shape)}.")
+        raise ValueError(
+            f"conv networks need data_shape (height, width, channels), got {tuple(data_shape)}."
+        )
     factor = 2 ** n_halvings
     if data_shape[0] % factor or data_shape[1] % factor:
         raise ValueError(

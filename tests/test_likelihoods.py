@@ -1,0 +1,85 @@
+"""Likelihoods against hand-written formulas (NumPy/SciPy, float64)."""
+
+import numpy as np
+import pytest
+from scipy.special import expit, log_expit
+
+import tfvae
+from tfvae.likelihoods import get_likelihood
+
+SHAPE = (3, 2, 1)
+
+
+def _params_and_data(seed=0, binary=True):
+    rng = np.random.default_rng(seed)
+    params = rng.normal(size=(5, *SHAPE)).astype(np.float32)
+    x = rng.random((5, *SHAPE)).astype(np.float32)
+    return params, ((x < 0.5).astype(np.float32) if binary else x)
+
+
+def _built(likelihood):
+    likelihood.build(SHAPE)
+    return likelihood
+
+
+def test_bernoulli_log_prob_is_minus_binary_cross_entropy():
+    logits, x = _params_and_data()
+    got = _built(tfvae.Bernoulli()).distribution(logits).log_prob(x).numpy()
+    l64, x64 = logits.astype(np.float64), x.astype(np.float64)
+    bce = -(x64 * log_expit(l64) + (1 - x64) * log_expit(-l64))
+    np.testing.assert_allclose(got, -bce.sum(axis=(1, 2, 3)), rtol=1e-5)
+    assert got.shape == (5,)
+
+
+def test_bernoulli_on_grey_pixels_is_cross_entropy_too():
+    logits, x = _params_and_data(binary=False)
+    got = _built(tfvae.Bernoulli()).distribution(logits).log_prob(x).numpy()
+    p = expit(logits.astype(np.float64))
+    want = (x * np.log(p) + (1 - x) * np.log1p(-p)).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_normal_fixed_scale_is_mse_plus_constant():
+    mean, x = _params_and_data(binary=False)
+    sigma = 0.3
+    got = _built(tfvae.Normal(scale=sigma)).distribution(mean).log_prob(x).numpy()
+    n = np.prod(SHAPE)
+    sq = ((x.astype(np.float64) - mean) ** 2).sum(axis=(1, 2, 3))
+    want = -sq / (2 * sigma**2) - 0.5 * n * np.log(2 * np.pi * sigma**2)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_continuous_bernoulli_matches_its_normalising_constant():
+    logits, x = _params_and_data(binary=False)
+    got = _built(tfvae.ContinuousBernoulli()).distribution(logits).log_prob(x).numpy()
+    lam = expit(logits.astype(np.float64))
+    # C(lam) = 2 artanh(1 - 2 lam) / (1 - 2 lam)  (Loaiza-Ganem & Cunningham, eq. 7)
+    log_c = np.log(2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))
+    want = (log_c + x * np.log(lam) + (1 - x) * np.log1p(-lam)).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_learned_scale_starts_at_init_and_can_be_per_pixel():
+    global_scale = _built(tfvae.Normal(scale="learned", init_scale=0.2))
+    np.testing.assert_allclose(global_scale.stddev().numpy(), 0.2, rtol=1e-5)
+    assert len(global_scale.trainable_weights) == 1
+    per_pixel = _built(tfvae.Normal(scale="learned", per_pixel=True))
+    assert per_pixel.stddev().shape == SHAPE
+
+
+def test_names_resolve_and_unknown_names_list_the_valid_ones():
+    assert isinstance(get_likelihood("bernoulli"), tfvae.Bernoulli)
+    assert isinstance(get_likelihood("continuous_bernoulli"), tfvae.ContinuousBernoulli)
+    assert get_likelihood("normal").learned
+    assert get_likelihood("normal_per_pixel").per_pixel
+    assert get_likelihood("normal:0.25").scale == 0.25
+    for bad in ("gaussian", "normal:-1", "normal:abc", 3):
+        with pytest.raises(ValueError, match="Expected one of bernoulli, continuous_bernoulli"):
+            get_likelihood(bad)
+
+
+def test_bad_normal_scales_are_rejected():
+    with pytest.raises(ValueError, match="positive finite"):
+        tfvae.Normal(scale=0.0)
+    with pytest.raises(ValueError, match="per_pixel=True needs scale='learned'"):
+        tfvae.Normal(scale=0.1, per_pixel=True)
