@@ -1,0 +1,325 @@
+"""The ``tfvae`` command line: train, sample, evaluate, interpolate.
+
+Run ``python -m tfvae --help`` (or ``tfvae --help``) and ``python -m tfvae
+COMMAND --help``. Exit codes:
+
+* 0: success (also: ``train`` into a folder holding that finished run);
+* 1: a failure while running: a dataset file is missing (and cannot be
+  downloaded) or corrupt, or training diverged (NaN/inf loss);
+* 2: bad arguments, checked before any work: an unknown choice, a number out
+  of range, a model file that is missing or not a tfvae model, an output
+  folder that cannot be written, a run folder holding a run made with other
+  arguments;
+* 130: interrupted (Ctrl-C); re-run the same ``train`` command to resume.
+
+Each error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EXIT_CODES = """exit codes:
+  0    success
+  1    failure while running: dataset file missing or corrupt, training diverged (NaN loss)
+  2    bad arguments, unusable model file or output folder, run folder holding another run
+  130  interrupted (re-run the same train command to resume)"""
+
+
+class UsageError(ValueError):
+    """Bad input from the user: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one line on stderr (exit code 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------ argument types
+def _number(kind, low, strict, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, 0, True, "a positive integer")
+non_negative_int = _number(int, 0, False, "an integer >= 0")
+positive_float = _number(float, 0.0, True, "a positive number")
+non_negative_float = _number(float, 0.0, False, "a number >= 0")
+
+
+def _steps(text):
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (both ends), got {text!r}")
+    return value
+
+
+def _likelihood(text):
+    from tfvae.likelihoods import get_likelihood
+
+    try:
+        get_likelihood(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of all commands (``argparse``; errors exit with code 2)."""
+    from tfvae.datasets import DATASET_NAMES
+    from tfvae.likelihoods import LIKELIHOOD_NAMES
+    from tfvae.networks import NETWORK_NAMES
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="tfvae", description="Variational auto-encoders from the command line.",
+                     epilog=EXIT_CODES, formatter_class=formatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a VAE into a run folder (resumes an interrupted run)",
+        formatter_class=formatter, epilog=EXIT_CODES,
+        description="Train a VAE and write into --out: model.keras, metrics.json, "
+                    "samples.png, reconstructions.png, TensorBoard logs (logs/). Re-running "
+                    "the same command after an interruption resumes after the last finished "
+                    "epoch; for a finished run it does nothing. Datasets are read from "
+                    "$TFVAE_DATA_DIR (see tfvae.datasets).")
+    train.add_argument("--dataset", choices=DATASET_NAMES, default="mnist")
+    train.add_argument("--likelihood", type=_likelihood, default=None,
+                       help=f"p(x|z), one of {', '.join(LIKELIHOOD_NAMES)} (default: "
+                            f"normal for frey_face, bernoulli otherwise)")
+    train.add_argument("--network", choices=NETWORK_NAMES, default="mlp")
+    train.add_argument("--latent-dim", type=positive_int, default=20)
+    train.add_argument("--epochs", type=positive_int, default=20)
+    train.add_argument("--batch-size", type=positive_int, default=100)
+    train.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's")
+    train.add_argument("--beta", type=non_negative_float, default=1.0, help="KL weight")
+    train.add_argument("--kl-warmup", type=non_negative_int, default=0, metavar="STEPS",
+                       help="raise beta linearly from 0 over this many batches (0: off)")
+    train.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                       help="at most N examples per split (quick runs)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--nll-samples", type=non_negative_int, default=0, metavar="K",
+                       help="also estimate the test NLL with K importance samples")
+    train.add_argument("--out", type=Path, default=None,
+                       help="run folder (default: runs/DATASET)")
+    train.add_argument("--overwrite", "--force", action="store_true",
+                       help="delete the run in --out and train from scratch")
+    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                       help="Keras verbosity: 0 silent, 1 progress bars, 2 one line per epoch "
+                            "(default: 1 on a terminal, else 2)")
+    train.set_defaults(handler=_train)
+
+    sample = commands.add_parser("sample", help="draw samples from a trained model into a PNG",
+                                 formatter_class=formatter, epilog=EXIT_CODES)
+    sample.add_argument("--model", type=Path, required=True, help="a .keras file")
+    sample.add_argument("-n", "--num", type=positive_int, default=64)
+    sample.add_argument("--out", type=Path, default=Path("samples.png"))
+    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--mean", action="store_true",
+                        help="draw E[x|z] (smooth mean images) instead of x ~ p(x|z)")
+    sample.add_argument("--ncols", type=positive_int, default=None)
+    sample.set_defaults(handler=_sample)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics of a trained model on a dataset split (printed and JSON)",
+        formatter_class=formatter, epilog=EXIT_CODES)
+    _data_arguments(evaluate, DATASET_NAMES)
+    evaluate.add_argument("--nll-samples", type=non_negative_int, default=0, metavar="K",
+                          help="also estimate the NLL with K importance samples")
+    evaluate.add_argument("--limit", type=positive_int, default=None, metavar="N")
+    evaluate.add_argument("--batch-size", type=positive_int, default=100)
+    evaluate.add_argument("--out", type=Path, default=None,
+                          help="JSON file (default: evaluation-DATASET-SPLIT.json beside the "
+                               "model)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    interpolate = commands.add_parser(
+        "interpolate", help="decode a straight line in z between two images into a PNG strip",
+        formatter_class=formatter, epilog=EXIT_CODES)
+    _data_arguments(interpolate, DATASET_NAMES)
+    interpolate.add_argument("--index-a", type=non_negative_int, default=0)
+    interpolate.add_argument("--index-b", type=non_negative_int, default=1)
+    interpolate.add_argument("--steps", type=_steps, default=10)
+    interpolate.add_argument("--out", type=Path, default=Path("interpolation.png"))
+    interpolate.set_defaults(handler=_interpolate)
+    return parser
+
+
+def _data_arguments(parser, names):
+    parser.add_argument("--model", type=Path, required=True, help="a .keras file")
+    parser.add_argument("--dataset", choices=names, default=None,
+                        help="default: the dataset of the run that wrote the model")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default="test")
+
+
+# ------------------------------------------------------------------ checks
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check that a file can be written in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        reason = error.strerror or error
+        raise UsageError(f"cannot write to the folder {path} ({reason}).") from None
+    return path
+
+
+def _load_model(path: Path):
+    from tfvae.checkpoints import ModelFileError, load_model
+
+    try:
+        return load_model(path)
+    except ModelFileError as error:
+        raise UsageError(str(error)) from None
+
+
+def _dataset_of(args) -> str:
+    """``--dataset``, else the dataset in the run_config.json beside the model."""
+    if args.dataset:
+        return args.dataset
+    from tfvae.checkpoints import read_json
+    from tfvae.training import RUN_CONFIG
+
+    stored = read_json(args.model.parent / RUN_CONFIG) or {}
+    if "dataset" not in stored:
+        raise UsageError(f"no --dataset given and no {RUN_CONFIG} beside {args.model} names one.")
+    return stored["dataset"]
+
+
+def _check_shape(model, x, dataset):
+    if tuple(x.shape[1:]) != tuple(model.data_shape):
+        raise UsageError(f"the model expects images of shape {tuple(model.data_shape)}, but "
+                         f"{dataset} has {tuple(x.shape[1:])}.")
+
+
+def _print_metrics(metrics: dict) -> None:
+    for name in ("loss", "reconstruction", "kl", "elbo", "iw_elbo", "nll"):
+        if name in metrics:
+            print(f"  {name:>15}: {metrics[name]:.4f}")
+
+
+# ---------------------------------------------------------------- commands
+def _train(args) -> int:
+    from tfvae import training
+
+    config = training.TrainConfig(
+        dataset=args.dataset, likelihood=args.likelihood, network=args.network,
+        latent_dim=args.latent_dim, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, beta=args.beta, kl_warmup=args.kl_warmup,
+        limit=args.limit, seed=args.seed, nll_samples=args.nll_samples)
+    out = writable_dir(args.out or Path("runs") / args.dataset)
+    if not args.overwrite:
+        try:
+            status = training.run_status(out, config)
+        except training.RunConfigMismatch as error:
+            raise UsageError(str(error)) from None
+        if status == "complete":
+            print(f"{out} already holds this finished run ({config.epochs} epochs); nothing to "
+                  f"do. Its metrics are in {out / training.METRICS}; pass --overwrite to train "
+                  f"again.")
+            return EXIT_OK
+    verbose = args.verbose if args.verbose is not None else 1 if sys.stdout.isatty() else 2
+    metrics = training.train(config, out, overwrite=args.overwrite, verbose=verbose)
+    for split in ("train", "validation", "test"):
+        print(f"{split} (nats per example):")
+        _print_metrics(metrics[split])
+    print(f"Wrote {out}: {training.MODEL}, {training.METRICS}, {training.SAMPLES_PNG}, "
+          f"{training.RECONSTRUCTIONS_PNG}, {training.LOGS}/ (tensorboard --logdir {out / 'logs'})")
+    return EXIT_OK
+
+
+def _sample(args) -> int:
+    from tfvae import plot
+    from tfvae.seeds import stateless_seed
+
+    writable_dir(args.out.parent)
+    model = _load_model(args.model)
+    images = model.sample(args.num, seed=stateless_seed(args.seed), mean=args.mean).numpy()
+    plot.save_image_grid(images, args.out, ncols=args.ncols)
+    print(f"Wrote {args.num} {'mean images' if args.mean else 'samples'} to {args.out}")
+    return EXIT_OK
+
+
+def _evaluate(args) -> int:
+    from tfvae import checkpoints, training
+
+    writable_dir(args.model.parent if args.out is None else args.out.parent)
+    model = _load_model(args.model)
+    dataset = _dataset_of(args)
+    out = args.out or args.model.parent / f"evaluation-{dataset}-{args.split}.json"
+    x = training.load_split(dataset, args.split, args.limit)
+    _check_shape(model, x, dataset)
+    metrics = training.evaluate(model, x, args.batch_size, args.nll_samples)
+    metrics.update(model=str(args.model), dataset=dataset, split=args.split, examples=len(x))
+    print(f"{dataset} {args.split} ({len(x)} examples, nats per example):")
+    _print_metrics(metrics)
+    checkpoints.write_json(out, metrics)
+    print(f"Wrote {out}")
+    return EXIT_OK
+
+
+def _interpolate(args) -> int:
+    from tfvae import latent, plot, training
+
+    writable_dir(args.out.parent)
+    model = _load_model(args.model)
+    dataset = _dataset_of(args)
+    x = training.load_split(dataset, args.split)
+    _check_shape(model, x, dataset)
+    for name in ("index_a", "index_b"):
+        if getattr(args, name) >= len(x):
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} is out of range: "
+                             f"{dataset} {args.split} has {len(x)} images (0 to {len(x) - 1}).")
+    strip = latent.interpolate(model, x[args.index_a], x[args.index_b], args.steps)
+    plot.save_image_grid(strip, args.out, ncols=args.steps)
+    print(f"Wrote {args.steps} images from {dataset} {args.split} #{args.index_a} to "
+          f"#{args.index_b} to {args.out}")
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a bad argument (2, message printed)
+        return int(stop.code or 0)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("tfvae: error: a COMMAND is required (see tfvae --help)", file=sys.stderr)
+        return EXIT_USAGE
+
+    from tfvae.datasets import DatasetCorruptError, DatasetUnavailableError
+    from tfvae.training import TrainingDiverged
+
+    prog = f"tfvae {args.command}"
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DatasetUnavailableError, DatasetCorruptError, TrainingDiverged) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        hint = " Re-run the same command to resume." if args.command == "train" else ""
+        print(f"\n{prog}: interrupted.{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
