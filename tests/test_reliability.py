@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------- kill -9
 def test_killed_training_resumes_after_the_last_finished_epoch(data_dir, tmp_path):
     out = tmp_path / "run"
-    epochs = 12
+    epochs = 6
     command = [sys.executable, "-m", "tfvae", "train", "--limit", "512", "--epochs", str(epochs),
                "--latent-dim", "2", "--batch-size", "32", "--verbose", "2", "--out", str(out)]
     env = dict(os.environ, TFVAE_DATA_DIR=str(data_dir))
@@ -57,6 +57,33 @@ def test_killed_training_resumes_after_the_last_finished_epoch(data_dir, tmp_pat
     model = checkpoints.load_model(out / "model.keras")
     assert int(model.optimizer.iterations) == epochs * 512 // 32  # optimizer state carried over
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no stale temp files
+
+
+def test_ctrl_c_exits_130_and_the_same_command_resumes(data_dir, tmp_path, monkeypatch,
+                                                       capsys):
+    monkeypatch.setenv("TFVAE_DATA_DIR", str(data_dir))
+    argv = ["train", "--limit", "256", "--epochs", "3", "--latent-dim", "2", "--batch-size",
+            "64", "--verbose", "2", "--out", str(tmp_path / "run")]
+    check_batch = training.NonFiniteLossGuard.on_train_batch_end
+
+    def ctrl_c_in_epoch_2(self, batch, logs=None):
+        check_batch(self, batch, logs)
+        if self._epoch == 1 and batch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training.NonFiniteLossGuard, "on_train_batch_end", ctrl_c_in_epoch_2)
+        assert main(argv) == 130
+    first = capsys.readouterr()
+    assert "interrupted. Re-run the same command to resume." in first.err
+    assert "Epoch 2/3" in first.out and "Epoch 3/3" not in first.out
+
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert f"Resuming {tmp_path / 'run'} after epoch 1 of 3" in second
+    assert re.findall(r"^Epoch (\d)/3$", second, re.M) == ["2", "3"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["history"]["loss"]) == 3
 
 
 # --------------------------------------------------------------- datasets

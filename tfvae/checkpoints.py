@@ -1,9 +1,10 @@
 """Atomic saving, model files that fail clearly, and per-epoch checkpoints.
 
-Every file written here goes to a temporary name in the same folder first and
-is then renamed over the target with ``os.replace`` (atomic on POSIX and
-Windows within one file system). A crash, a kill or a full disk during a save
-therefore leaves either the old file or the new one, never a broken mix.
+Every file written here goes to a temporary name in the same folder first, is
+flushed to disk (``fsync``) and is then renamed over the target with
+``os.replace`` (atomic on POSIX and Windows within one file system). A crash,
+a kill, a power loss or a full disk during a save therefore leaves either the
+old file or the new one, never a broken mix.
 
 Checkpoint folder layout (see :class:`EpochCheckpoint`)::
 
@@ -55,10 +56,25 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        _fsync(tmp)  # the data is on disk before the rename makes it the file
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself survives a power loss
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. folders on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -184,11 +200,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Save a resumable checkpoint after every epoch that ended finite.
 
     After epoch ``k`` (1-based) with a finite loss and finite weights it
-    writes ``directory/epoch-000k.keras`` (model + optimizer state), then
-    ``directory/state.json``, then removes older checkpoint files, then
-    copies the checkpoint over ``export_path`` (e.g. ``model.keras``). All
-    writes are atomic. An epoch whose loss or weights are NaN/inf is not
-    saved, so the last good model stays in place.
+    writes ``directory/epoch-000k.keras`` (model + optimizer state), copies
+    it over ``export_path`` (e.g. ``model.keras``), then writes
+    ``directory/state.json`` and removes older checkpoint files. All writes
+    are atomic, so once ``state.json`` names epoch ``k`` both files hold it;
+    a kill before that resumes from epoch ``k - 1``. An epoch whose loss or
+    weights are NaN/inf is not saved, so the last good model stays in place.
 
     Args:
         directory: checkpoint folder (created if needed).
@@ -214,11 +231,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch + 1:04d}.keras"
         save_model(self.model, self.directory / name)
+        if self.export_path is not None:
+            copy_file(self.directory / name, self.export_path)
         write_json(self.directory / STATE_FILE,
                    {"epoch": epoch + 1, "model": name, "history": self.history})
         for old in self.directory.glob("epoch-*.keras"):
             if old.name != name:
                 old.unlink(missing_ok=True)
-        if self.export_path is not None:
-            copy_file(self.directory / name, self.export_path)
         self.last_saved_epoch = epoch + 1

@@ -5,7 +5,8 @@ COMMAND --help``. Exit codes:
 
 * 0: success (also: ``train`` into a folder holding that finished run);
 * 1: a failure while running: a dataset file is missing (and cannot be
-  downloaded) or corrupt, or training diverged (NaN/inf loss);
+  downloaded) or corrupt, training diverged (NaN/inf loss), or the run's own
+  checkpoint cannot be loaded;
 * 2: bad arguments, checked before any work: an unknown choice, a number out
   of range, a model file that is missing or not a tfvae model, an output
   folder that cannot be written, a run folder holding a run made with other
@@ -27,9 +28,22 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 EXIT_CODES = """exit codes:
   0    success
-  1    failure while running: dataset file missing or corrupt, training diverged (NaN loss)
-  2    bad arguments, unusable model file or output folder, run folder holding another run
+  1    failure while running: dataset file missing or corrupt, training diverged
+       (NaN loss), the run's own checkpoint unreadable
+  2    bad arguments, unusable model file or output folder, run folder holding
+       another run
   130  interrupted (re-run the same train command to resume)"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; set defaults shown after each help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and not any(action.default is v for v in (None, False,
+                                                                           argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
 
 
 class UsageError(ValueError):
@@ -86,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tfvae.likelihoods import LIKELIHOOD_NAMES
     from tfvae.networks import NETWORK_NAMES
 
-    formatter = argparse.RawDescriptionHelpFormatter
+    formatter = _Formatter
     parser = _Parser(prog="tfvae", description="Variational auto-encoders from the command line.",
                      epilog=EXIT_CODES, formatter_class=formatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -94,26 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train a VAE into a run folder (resumes an interrupted run)",
         formatter_class=formatter, epilog=EXIT_CODES,
-        description="Train a VAE and write into --out: model.keras, metrics.json, "
-                    "samples.png, reconstructions.png, TensorBoard logs (logs/). Re-running "
-                    "the same command after an interruption resumes after the last finished "
-                    "epoch; for a finished run it does nothing. Datasets are read from "
-                    "$TFVAE_DATA_DIR (see tfvae.datasets).")
-    train.add_argument("--dataset", choices=DATASET_NAMES, default="mnist")
+        description="Train a VAE and write into --out: model.keras, metrics.json, samples.png,\n"
+                    "reconstructions.png and TensorBoard logs (logs/). Re-running the same\n"
+                    "command after an interruption resumes after the last finished epoch; for\n"
+                    "a finished run it does nothing. Datasets are read from $TFVAE_DATA_DIR,\n"
+                    "else data/ (see tfvae.datasets).")
+    train.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
+                       help="validation: binarized_mnist's own split, else the last 10%% of "
+                            "train (frey_face: its last 200)")
     train.add_argument("--likelihood", type=_likelihood, default=None,
-                       help=f"p(x|z), one of {', '.join(LIKELIHOOD_NAMES)} (default: "
-                            f"normal for frey_face, bernoulli otherwise)")
-    train.add_argument("--network", choices=NETWORK_NAMES, default="mlp")
-    train.add_argument("--latent-dim", type=positive_int, default=20)
-    train.add_argument("--epochs", type=positive_int, default=20)
-    train.add_argument("--batch-size", type=positive_int, default=100)
-    train.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's")
-    train.add_argument("--beta", type=non_negative_float, default=1.0, help="KL weight")
+                       help=f"p(x|z), one of {', '.join(LIKELIHOOD_NAMES)} (default: normal "
+                            f"for frey_face, bernoulli otherwise)")
+    train.add_argument("--network", choices=NETWORK_NAMES, default="mlp",
+                       help="encoder and decoder (tfvae.networks)")
+    train.add_argument("--latent-dim", type=positive_int, default=20, metavar="D",
+                       help="size of z")
+    train.add_argument("--epochs", type=positive_int, default=20, metavar="N",
+                       help="passes over the training split")
+    train.add_argument("--batch-size", type=positive_int, default=100, metavar="B",
+                       help="examples per step")
+    train.add_argument("--learning-rate", type=positive_float, default=1e-3, metavar="LR",
+                       help="Adam's step size")
+    train.add_argument("--beta", type=non_negative_float, default=1.0,
+                       help="weight of the KL term")
     train.add_argument("--kl-warmup", type=non_negative_int, default=0, metavar="STEPS",
                        help="raise beta linearly from 0 over this many batches (0: off)")
     train.add_argument("--limit", type=positive_int, default=None, metavar="N",
                        help="at most N examples per split (quick runs)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the initial weights, subsets and sampling")
     train.add_argument("--nll-samples", type=non_negative_int, default=0, metavar="K",
                        help="also estimate the test NLL with K importance samples")
     train.add_argument("--out", type=Path, default=None,
@@ -127,13 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw samples from a trained model into a PNG",
                                  formatter_class=formatter, epilog=EXIT_CODES)
-    sample.add_argument("--model", type=Path, required=True, help="a .keras file")
-    sample.add_argument("-n", "--num", type=positive_int, default=64)
-    sample.add_argument("--out", type=Path, default=Path("samples.png"))
-    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--model", type=Path, required=True,
+                        help="a .keras file (e.g. runs/mnist/model.keras)")
+    sample.add_argument("-n", "--num", type=positive_int, default=64,
+                        help="number of samples")
+    sample.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file")
+    sample.add_argument("--seed", type=int, default=None,
+                        help="same seed, same images (default: random)")
     sample.add_argument("--mean", action="store_true",
                         help="draw E[x|z] (smooth mean images) instead of x ~ p(x|z)")
-    sample.add_argument("--ncols", type=positive_int, default=None)
+    sample.add_argument("--ncols", type=positive_int, default=None,
+                        help="images per row (default: about square)")
     sample.set_defaults(handler=_sample)
 
     evaluate = commands.add_parser(
@@ -142,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(evaluate, DATASET_NAMES)
     evaluate.add_argument("--nll-samples", type=non_negative_int, default=0, metavar="K",
                           help="also estimate the NLL with K importance samples")
-    evaluate.add_argument("--limit", type=positive_int, default=None, metavar="N")
-    evaluate.add_argument("--batch-size", type=positive_int, default=100)
+    evaluate.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                          help="evaluate a fixed random subset of N examples")
+    evaluate.add_argument("--batch-size", type=positive_int, default=100, metavar="B",
+                          help="examples per step")
     evaluate.add_argument("--out", type=Path, default=None,
                           help="JSON file (default: evaluation-DATASET-SPLIT.json beside the "
                                "model)")
@@ -153,19 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
         "interpolate", help="decode a straight line in z between two images into a PNG strip",
         formatter_class=formatter, epilog=EXIT_CODES)
     _data_arguments(interpolate, DATASET_NAMES)
-    interpolate.add_argument("--index-a", type=non_negative_int, default=0)
-    interpolate.add_argument("--index-b", type=non_negative_int, default=1)
-    interpolate.add_argument("--steps", type=_steps, default=10)
-    interpolate.add_argument("--out", type=Path, default=Path("interpolation.png"))
+    interpolate.add_argument("--index-a", type=non_negative_int, default=0, metavar="I",
+                             help="first image: its index in the split")
+    interpolate.add_argument("--index-b", type=non_negative_int, default=1, metavar="J",
+                             help="last image")
+    interpolate.add_argument("--steps", type=_steps, default=10,
+                             help="images in the strip, both ends included")
+    interpolate.add_argument("--out", type=Path, default=Path("interpolation.png"),
+                             help="PNG file")
     interpolate.set_defaults(handler=_interpolate)
     return parser
 
 
 def _data_arguments(parser, names):
-    parser.add_argument("--model", type=Path, required=True, help="a .keras file")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="a .keras file (e.g. runs/mnist/model.keras)")
     parser.add_argument("--dataset", choices=names, default=None,
-                        help="default: the dataset of the run that wrote the model")
-    parser.add_argument("--split", choices=("train", "valid", "test"), default="test")
+                        help="(default: the dataset of the run that wrote the model)")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                        help="valid: the validation split that 'tfvae train' held out")
 
 
 # ------------------------------------------------------------------ checks
@@ -266,7 +301,8 @@ def _evaluate(args) -> int:
     out = args.out or args.model.parent / f"evaluation-{dataset}-{args.split}.json"
     x = training.load_split(dataset, args.split, args.limit)
     _check_shape(model, x, dataset)
-    metrics = training.evaluate(model, x, args.batch_size, args.nll_samples)
+    metrics = training.evaluate(model, x, args.batch_size, args.nll_samples,
+                                verbose=1 if sys.stdout.isatty() else 2)
     metrics.update(model=str(args.model), dataset=dataset, split=args.split, examples=len(x))
     print(f"{dataset} {args.split} ({len(x)} examples, nats per example):")
     _print_metrics(metrics)
@@ -307,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tfvae: error: a COMMAND is required (see tfvae --help)", file=sys.stderr)
         return EXIT_USAGE
 
+    from tfvae.checkpoints import ModelFileError
     from tfvae.datasets import DatasetCorruptError, DatasetUnavailableError
     from tfvae.training import TrainingDiverged
 
@@ -316,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (DatasetUnavailableError, DatasetCorruptError, TrainingDiverged) as error:
+    except (DatasetUnavailableError, DatasetCorruptError, TrainingDiverged,
+            ModelFileError) as error:  # a user's --model file is a UsageError (2) above
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -262,11 +262,15 @@ def evaluate(model: VAE, x: np.ndarray, batch_size: int = 100, nll_samples: int 
     """Mean ``loss``, ``reconstruction``, ``kl``, ``elbo`` over ``x`` (nats per example).
 
     With ``nll_samples > 0`` also ``nll``: minus the mean importance-sampled
-    log p(x) with that many samples (:meth:`VAE.log_likelihood`).
+    log p(x) with that many samples (:meth:`VAE.log_likelihood`), whose
+    progress is shown when ``verbose``.
     """
-    metrics = model.evaluate(x, batch_size=batch_size, verbose=verbose, return_dict=True)
+    metrics = model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
     metrics = {k: float(v) for k, v in metrics.items()}
     if nll_samples > 0:
+        if verbose:
+            print(f"Estimating log p(x) of {len(x)} examples with {nll_samples} importance "
+                  f"samples each", flush=True)
         log_px = model.log_likelihood(x, num_samples=nll_samples, batch_size=batch_size,
                                       seed=0, verbose=verbose)
         metrics["nll"] = float(-np.mean(log_px))
@@ -311,6 +315,7 @@ def train(config: TrainConfig, out: str | os.PathLike, overwrite: bool = False,
 
     Raises:
         RunConfigMismatch: ``out`` holds another run (and not ``overwrite``).
+        checkpoints.ModelFileError: the run's checkpoint cannot be loaded.
         TrainingDiverged: the loss became NaN/inf (the last good model is kept).
         datasets.DatasetUnavailableError, datasets.DatasetCorruptError.
     """
@@ -332,7 +337,12 @@ def train(config: TrainConfig, out: str | os.PathLike, overwrite: bool = False,
         model, initial_epoch, history = build_vae(config, data["train"].shape[1:]), 0, {}
     else:
         model_file, state = restored
-        model = checkpoints.load_model(model_file)
+        try:
+            model = checkpoints.load_model(model_file)
+        except checkpoints.ModelFileError as error:
+            raise checkpoints.ModelFileError(
+                f"cannot resume {out}: {error}. Pass --overwrite (overwrite=True) to start the "
+                f"run again.") from error
         initial_epoch, history = state["epoch"], state.get("history", {})
         print(f"Resuming {out} after epoch {initial_epoch} of {config.epochs} "
               f"(checkpoint {model_file}).", flush=True)
@@ -362,7 +372,7 @@ def train(config: TrainConfig, out: str | os.PathLike, overwrite: bool = False,
     metrics = {
         "train": evaluate(model, data["train"], config.batch_size),
         "validation": evaluate(model, data["valid"], config.batch_size),
-        "test": evaluate(model, data["test"], config.batch_size, config.nll_samples),
+        "test": evaluate(model, data["test"], config.batch_size, config.nll_samples, verbose),
     }
     save_pictures(model, data["test"][:32], out, seed=config.seed)
     metrics.update(history=saver.history, epochs=config.epochs, config=dataclasses.asdict(config),
