@@ -16,6 +16,8 @@ Usage::
 
     python benchmarks/burda_nll.py --minutes 40 --k 5000 \
         --model /tmp/burda/vae.keras --out /tmp/burda/result.json
+    # continue an interrupted run (same budget, minutes already trained count)
+    python benchmarks/burda_nll.py --resume --minutes 60 --k 5000 --model /tmp/burda/vae.keras
     # evaluate a saved model only
     python benchmarks/burda_nll.py --epochs 0 --model /tmp/burda/vae.keras --k 5000
 
@@ -36,35 +38,52 @@ import keras
 import numpy as np
 
 import tfvae
+import tfvae.checkpoints
 
 PAPER_NLL = 86.76  # Burda et al. 2015, Table 1, VAE k=1, one stochastic layer
 PAPER_EPOCHS = 3280
 
 
-class WallClockBudget(keras.callbacks.Callback):
-    """Stop after the epoch that ends past ``seconds`` of training; save every
-    ``save_every`` epochs so that an interrupted run keeps its model."""
+def progress_path(model_path: Path) -> Path:
+    """Where the epochs and minutes behind a saved model are recorded."""
+    return model_path.with_name(model_path.name + ".progress.json")
 
-    def __init__(self, seconds: float, model_path: Path, save_every: int = 25):
+
+class WallClockBudget(keras.callbacks.Callback):
+    """Stop after the epoch that ends past ``seconds`` of training (counting
+    ``minutes_before`` from an earlier, resumed session); save the model (with
+    its optimizer state) and its progress every ``save_every`` epochs, so that
+    an interrupted run keeps its model and can ``--resume``."""
+
+    def __init__(self, seconds: float, model_path: Path, save_every: int = 25,
+                 minutes_before: float = 0.0):
         super().__init__()
         self.seconds = seconds
         self.model_path = model_path
         self.save_every = save_every
+        self.minutes_before = minutes_before
         self.epochs_done = 0
         self.start = None
+
+    def minutes(self) -> float:
+        return self.minutes_before + (time.perf_counter() - self.start) / 60
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs_done = epoch + 1
-        elapsed = time.perf_counter() - self.start
         if logs is not None:
-            logs["wall_minutes"] = elapsed / 60
+            logs["wall_minutes"] = self.minutes()
         if self.save_every and self.epochs_done % self.save_every == 0:
-            self.model.save(self.model_path)
-        if elapsed > self.seconds:
+            self.save()
+        if self.minutes() * 60 > self.seconds:
             self.model.stop_training = True
+
+    def save(self) -> None:
+        tfvae.checkpoints.save_model(self.model, self.model_path)  # atomic
+        tfvae.checkpoints.write_json(progress_path(self.model_path),
+                                     {"epochs": self.epochs_done, "train_minutes": self.minutes()})
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", type=Path, default=Path("/tmp/burda/vae.keras"))
     p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --model (and its .progress.json); the "
+                        "--minutes budget counts the minutes already trained")
     p.add_argument("--jit", choices=("on", "off"), default=None,
                    help="jit_compile for training (default: tfvae's default)")
     p.add_argument("--steps-per-execution", type=int, default=None,
@@ -107,16 +129,27 @@ def train(args) -> tuple[tfvae.VAE, dict]:
     x_train, _ = tfvae.datasets.load("mnist", "train")
     data = tfvae.datasets.make_dataset(x_train, batch_size=args.batch_size,
                                        dynamic_binarization=True, seed=args.seed)
-    model = build(args.seed, args.jit, args.steps_per_execution)
+    progress = tfvae.checkpoints.read_json(progress_path(args.model)) if args.resume else None
+    if args.resume and progress is None:
+        raise SystemExit(f"--resume: no progress file {progress_path(args.model)} beside the model")
+    if progress is None:
+        model, initial_epoch, minutes_before = build(args.seed, args.jit,
+                                                     args.steps_per_execution), 0, 0.0
+    else:  # the saved model carries its optimizer state
+        model = tfvae.checkpoints.load_model(args.model)
+        initial_epoch, minutes_before = progress["epochs"], progress["train_minutes"]
+        print(f"Resuming {args.model} after epoch {initial_epoch} "
+              f"({minutes_before:.1f} min trained).", flush=True)
     args.model.parent.mkdir(parents=True, exist_ok=True)
-    budget = WallClockBudget(args.minutes * 60, args.model)
-    start = time.perf_counter()
-    history = model.fit(data, epochs=args.epochs, callbacks=[budget], verbose=2)
-    seconds = time.perf_counter() - start
-    model.save(args.model)
+    budget = WallClockBudget(args.minutes * 60, args.model, minutes_before=minutes_before)
+    budget.epochs_done = initial_epoch
+    history = model.fit(data, epochs=args.epochs, initial_epoch=initial_epoch,
+                        callbacks=[budget], verbose=2)
+    budget.save()
     info = {
         "epochs": budget.epochs_done,
-        "train_minutes": seconds / 60,
+        "resumed_after_epoch": initial_epoch,
+        "train_minutes": budget.minutes(),
         "final_train_elbo": float(history.history["elbo"][-1]),
         "jit_compile": bool(model.jit_compile),
         "steps_per_execution": int(model.steps_per_execution),
@@ -161,7 +194,7 @@ def main(argv=None) -> dict:
         model, info = train(args)
         result["training"] = info
     else:
-        model = keras.saving.load_model(args.model)
+        model = tfvae.checkpoints.load_model(args.model)
     result["evaluation"] = evaluate_nll(model, args)
     text = json.dumps(result, indent=2)
     print(text)

@@ -7,6 +7,8 @@ call); one small training run is shared by the tests that need a model.
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import keras
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvae import checkpoints, training
+from tfvae import checkpoints, datasets, training
 from tfvae.cli import main
 
 QUICK = ["--limit", "512", "--epochs", "2", "--latent-dim", "2", "--batch-size", "64",
@@ -103,10 +105,37 @@ def test_overwrite_trains_again(data_dir, tmp_path, monkeypatch):
             "--out", str(out)]
     assert main(args) == 0
     (out / "unrelated.txt").write_text("not ours")
-    assert main([*args[:-2], "--latent-dim", "3", "--overwrite", "--out", str(out)]) == 0
+    overwrite = [*args[:-2], "--latent-dim", "3", "--overwrite", "--out", str(out)]
+
+    with monkeypatch.context() as offline:  # no data: the old run must survive --overwrite
+        offline.setenv("TFVAE_DATA_DIR", str(tmp_path / "empty"))
+        offline.setattr(urllib.request, "urlopen", _no_network)
+        assert main(overwrite) == 1
+    assert checkpoints.load_model(out / "model.keras").latent_dim == 2
+
+    assert main(overwrite) == 0
     assert json.loads((out / "run_config.json").read_text())["latent_dim"] == 3
     assert checkpoints.load_model(out / "model.keras").latent_dim == 3
     assert (out / "unrelated.txt").read_text() == "not ours"  # only run files are removed
+
+
+def _no_network(*args, **kwargs):
+    raise urllib.error.URLError("no network")
+
+
+def test_validation_split_is_held_out_from_train(data_dir, monkeypatch):
+    monkeypatch.setenv("TFVAE_DATA_DIR", str(data_dir))
+    file_train, _ = datasets.load("mnist", "train")
+    splits = training.load_splits("mnist")
+    assert len(splits["train"]) == 54000 and len(splits["valid"]) == 6000
+    np.testing.assert_array_equal(splits["valid"], file_train[-6000:])
+    np.testing.assert_array_equal(splits["train"], file_train[:-6000])
+    assert len(splits["test"]) == 10000
+    frey = training.load_splits("frey_face")
+    assert [len(frey[s]) for s in ("train", "valid", "test")] == [1565, 200, 200]
+    limited = training.load_splits("mnist", limit=300, seed=1)
+    assert [len(limited[s]) for s in ("train", "valid", "test")] == [300, 300, 300]
+    np.testing.assert_array_equal(limited["valid"], training.load_split("mnist", "valid", 300, 1))
 
 
 def test_sample(trained_run, tmp_path):

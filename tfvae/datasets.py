@@ -284,6 +284,9 @@ def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if dynamic_binarization:
-        ds = ds.map(lambda b: tf.cast(tf.random.uniform(tf.shape(b)) < b, tf.float32),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        # A Generator keeps its state across passes: an op-level random op would
+        # replay the same draws on every new iterator once a global seed is set.
+        noise = (tf.random.Generator.from_seed(seed) if seed is not None
+                 else tf.random.Generator.from_non_deterministic_state())
+        ds = ds.map(lambda b: tf.cast(noise.uniform(tf.shape(b)) < b, tf.float32))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -100,28 +100,40 @@ def default_likelihood(dataset: str) -> str:
 
 
 # ------------------------------------------------------------------ data
-def load_split(dataset: str, split: str, limit: int | None = None, seed: int = 0) -> np.ndarray:
-    """Images of one split, float32 ``[N, H, W, 1]`` in [0, 1].
+def load_splits(dataset: str, limit: int | None = None, seed: int = 0,
+                splits: tuple[str, ...] = ("train", "valid", "test")) -> dict[str, np.ndarray]:
+    """Images of each split in ``splits``, float32 ``[N, H, W, 1]`` in [0, 1].
 
     Splits: ``"train"``, ``"valid"``, ``"test"``. ``binarized_mnist`` has its
     own validation file; for the others the validation split is the last 10%
-    of the training split (Frey Face: its last 200), and ``"train"`` is the
-    rest. ``limit`` keeps a fixed random subset of at most that many.
+    of the training file (Frey Face: its last 200), and ``"train"`` is the
+    rest. ``limit`` keeps a fixed random subset of at most that many per split.
 
     Raises:
         datasets.DatasetUnavailableError, datasets.DatasetCorruptError.
     """
-    if split not in ("train", "valid", "test"):
-        raise ValueError(f"Unknown split {split!r}. Expected train, valid or test.")
-    if split == "test" or dataset == "binarized_mnist":
-        x, _ = datasets.load(dataset, split, limit=limit, seed=seed)
-        return x
-    x, _ = datasets.load(dataset, "train")
-    held_out = FREY_VALIDATION if dataset == "frey_face" else round(VALIDATION_FRACTION * len(x))
-    x = x[-held_out:] if split == "valid" else x[:-held_out]
-    if limit is not None and limit < len(x):
-        x = x[np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])]
-    return x
+    unknown = [s for s in splits if s not in ("train", "valid", "test")]
+    if unknown:
+        raise ValueError(f"Unknown split {unknown[0]!r}. Expected train, valid or test.")
+    result, train_file = {}, None
+    for split in splits:
+        if split == "test" or dataset == "binarized_mnist":
+            result[split] = datasets.load(dataset, split, limit=limit, seed=seed)[0]
+            continue
+        if train_file is None:  # read once for both train and valid
+            train_file = datasets.load(dataset, "train")[0]
+        held_out = (FREY_VALIDATION if dataset == "frey_face"
+                    else round(VALIDATION_FRACTION * len(train_file)))
+        x = train_file[-held_out:] if split == "valid" else train_file[:-held_out]
+        if limit is not None and limit < len(x):
+            x = x[np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])]
+        result[split] = x
+    return result
+
+
+def load_split(dataset: str, split: str, limit: int | None = None, seed: int = 0) -> np.ndarray:
+    """One split of :func:`load_splits`."""
+    return load_splits(dataset, limit, seed, (split,))[split]
 
 
 # --------------------------------------------------------------- callbacks
@@ -302,7 +314,7 @@ def train(config: TrainConfig, out: str | os.PathLike, overwrite: bool = False,
     Args:
         config: what to train.
         out: run folder (created if needed).
-        overwrite: delete a previous run in ``out`` first.
+        overwrite: delete a previous run in ``out`` first (once the data loaded).
         verbose: Keras verbosity (1: progress bars).
         callbacks: extra Keras callbacks.
 
@@ -320,16 +332,11 @@ def train(config: TrainConfig, out: str | os.PathLike, overwrite: bool = False,
         datasets.DatasetUnavailableError, datasets.DatasetCorruptError.
     """
     out = Path(out)
-    if overwrite:
-        clear_run(out)
-    status = run_status(out, config)
-    if status == "complete":
+    if not overwrite and run_status(out, config) == "complete":
         return checkpoints.read_json(out / METRICS)
+    data = load_splits(config.dataset, config.limit, config.seed)  # before deleting anything
+    clear_run(out, temporary_only=not overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    clear_run(out, temporary_only=True)
-
-    data = {split: load_split(config.dataset, split, config.limit, config.seed)
-            for split in ("train", "valid", "test")}
     checkpoints.write_json(out / RUN_CONFIG, config.identity())
 
     restored = checkpoints.latest_checkpoint(out / CHECKPOINTS)
