@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from tfvae import latent
 
@@ -185,6 +186,7 @@ def training_curves(history: Mapping[str, Sequence[float]] | object,
         if f"val_{name}" in logs:
             ax.plot(epochs, logs[f"val_{name}"], "s--", ms=3, label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{name} (nats)")
         ax.set_title(name)
         ax.legend(fontsize="small")
