@@ -1,0 +1,305 @@
+"""Training speed of tfvae on MNIST-shaped data, against its own floors.
+
+For three models (MLP 784-400-20 batch 128; tfvae's conv VAE, latent 20,
+batch 128; the MLP of Burda et al. 784-200-200-50 batch 100) it measures the
+training throughput (examples per second) of:
+
+- ``keras plain``: ``fit`` with plain Keras settings (``jit_compile=False,
+  steps_per_execution=1``), the baseline of the ratios;
+- ``xla``, ``spe N``, ``xla+spe N``: ``fit`` with XLA and/or
+  ``steps_per_execution=N`` (``--spe``);
+- ``tfvae default``: ``fit`` after ``model.compile(optimizer)`` with tfvae's
+  defaults (printed in the header);
+- ``loop``, ``loop in-graph``, ``loop in-graph xla``: a hand-written training
+  loop with the same math as ``VAE.train_step`` (``elbo_terms`` drawing z
+  from the model's seed stream, loss ``mean(reconstruction + beta * kl)``,
+  Adam, the same four metrics): a Python loop calling a ``tf.function`` step
+  per batch, or one ``tf.function`` running every step of the pass
+  (optionally with an XLA-compiled step), the overhead floor of a framework;
+- ``data only``: a pass over the input pipeline alone (nothing computed), to
+  show that the pipeline is not the bottleneck;
+- ``flop floor``: the FLOPs of one epoch over the machine's peak rate. FLOPs
+  of a training step are counted for the Dense/Conv layers only (2 per
+  multiply-add; element-wise ops, the likelihood and Adam are ignored): the
+  forward pass, the gradient w.r.t. the activations (skipped for the first
+  layer, whose input is data) and w.r.t. the weights, i.e. 3x the forward
+  FLOPs less the first layer's. The peak is the best of several 2048x2048
+  float32 ``tf.matmul`` runs on this machine (a dense-matmul peak, reached by
+  no small-batch network, so the floor is optimistic).
+
+Every runner is built and warmed up first (the warm-up pass also compiles;
+compilation is not timed), then all are timed in ``--rounds`` interleaved
+rounds of one pass each, so that slow drifts in the load of a shared machine
+hit every configuration alike; the median pass is reported. A pass is 12,800
+random binary 28x28x1 images for the MLPs and 2,560 for the conv VAE (a
+quarter with ``--quick``); seconds per epoch are scaled to a 60,000-example
+MNIST epoch. The data are held in memory, cached and prefetched
+(:func:`tfvae.datasets.make_dataset`).
+
+Usage::
+
+    python benchmarks/train_speed.py                  # ~12 minutes on 2 CPU cores
+    python benchmarks/train_speed.py --quick          # ~3 minutes, for a check
+    python benchmarks/train_speed.py --models "mlp 784-400-20" --rounds 5
+    python benchmarks/train_speed.py --json /tmp/speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfvae
+
+DATA_SHAPE = (28, 28, 1)
+EPOCH = 60_000
+MODELS = {
+    # name: (network kind, latent_dim, hidden_units, batch size, examples per pass)
+    "mlp 784-400-20": ("mlp", 20, (400,), 128, 12_800),
+    "conv latent 20": ("conv", 20, None, 128, 2_560),
+    "burda mlp 200-200-50": ("mlp", 50, (200, 200), 100, 12_800),
+}
+BASELINE = "keras plain"
+
+
+def build(kind: str, latent: int, hidden) -> tfvae.VAE:
+    """A fresh VAE with the same initial weights every time."""
+    keras.utils.set_random_seed(0)
+    encoder, decoder = tfvae.networks.build_networks(kind, DATA_SHAPE, latent, hidden)
+    return tfvae.VAE(encoder, decoder, latent, seed=0)
+
+
+# ------------------------------------------------------------------ FLOPs
+def layer_flops(model: keras.Model) -> list[int]:
+    """Forward FLOPs (2 per multiply-add) of one example, per Dense/Conv layer."""
+    flops = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Dense):
+            flops.append(2 * layer.kernel.shape[0] * layer.kernel.shape[1])
+        elif isinstance(layer, keras.layers.Conv2DTranspose):
+            # every input pixel scatters a kh x kw x filters patch
+            h, w, c_in = layer.input.shape[1:]
+            kh, kw = layer.kernel_size
+            flops.append(2 * h * w * kh * kw * c_in * layer.filters)
+        elif isinstance(layer, keras.layers.Conv2D):
+            h, w, _ = layer.output.shape[1:]
+            kh, kw = layer.kernel_size
+            flops.append(2 * h * w * kh * kw * layer.kernel.shape[2] * layer.filters)
+    return flops
+
+
+def train_flops_per_example(vae: tfvae.VAE) -> int:
+    """Forward + both backward products, less the data gradient of layer one."""
+    encoder, decoder = layer_flops(vae.encoder), layer_flops(vae.decoder)
+    return 3 * (sum(encoder) + sum(decoder)) - encoder[0]
+
+
+def peak_matmul_flops(n: int = 2048, reps: int = 10) -> float:
+    """Best FLOP/s of an n x n float32 matmul over ``reps`` timed runs."""
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    matmul = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+    matmul(a, b).numpy()
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+# ------------------------------------------------------------- runners
+# A runner performs one pass over the data and returns its wall time in
+# seconds. Runners are built (and compiled, by a first pass) up front, then
+# timed in interleaved rounds.
+Runner = Callable[[], float]
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def fit_runner(vae: tfvae.VAE, data: tf.data.Dataset, **compile_kw) -> Runner:
+    """One epoch of ``fit`` after ``compile(Adam(1e-3), **compile_kw)``."""
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_kw)
+    return lambda: _timed(lambda: vae.fit(data, epochs=1, verbose=0))
+
+
+def loop_runner(vae: tfvae.VAE, data: tf.data.Dataset, jit: bool = False,
+                in_graph: bool = False) -> Runner:
+    """A hand-written loop with the math of ``VAE.train_step``.
+
+    ``in_graph=False``: a Python loop calling a compiled step per batch;
+    ``in_graph=True``: one ``tf.function`` runs all steps of the pass
+    (``tf.range`` over an iterator), the floor of per-step overhead. ``jit``
+    compiles the step with XLA. (``train_step`` also divides the loss by the
+    number of replicas and calls ``optimizer.scale_loss``: both are the
+    identity here, one device and no loss scaling.)
+    """
+    optimizer = keras.optimizers.Adam(1e-3)
+    variables = vae.trainable_variables
+    optimizer.build(variables)
+    steps = tf.constant(int(data.cardinality()))
+
+    @tf.function(jit_compile=jit)
+    def step(x):
+        with tf.GradientTape() as tape:
+            reconstruction, kl = vae.elbo_terms(x, training=True)  # model's seed stream
+            loss = tf.reduce_mean(reconstruction + vae.beta * kl)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        vae._update_metrics(reconstruction, kl)
+        return loss
+
+    @tf.function
+    def run_pass(iterator, n):
+        for _ in tf.range(n):
+            step(next(iterator))
+
+    def one_pass():
+        for metric in vae.metrics:
+            metric.reset_state()
+        if in_graph:
+            run_pass(iter(data), steps)
+        else:
+            for x in data:
+                step(x)
+        return vae.loss_tracker.result().numpy()
+
+    return lambda: _timed(one_pass)
+
+
+def data_runner(data: tf.data.Dataset) -> Runner:
+    """A pass over the input pipeline alone, in one ``tf.function``."""
+
+    @tf.function
+    def run_pass():
+        total = tf.constant(0.0)
+        for x in data:
+            total += x[0, 0, 0, 0]
+        return total
+
+    return lambda: _timed(lambda: run_pass().numpy())
+
+
+def configurations(spe: int) -> dict[str, Callable[[tfvae.VAE, tf.data.Dataset], Runner]]:
+    return {
+        BASELINE: lambda v, d: fit_runner(v, d, jit_compile=False, steps_per_execution=1),
+        "xla": lambda v, d: fit_runner(v, d, jit_compile=True, steps_per_execution=1),
+        f"spe {spe}": lambda v, d: fit_runner(v, d, jit_compile=False, steps_per_execution=spe),
+        f"xla+spe {spe}": lambda v, d: fit_runner(v, d, jit_compile=True,
+                                                  steps_per_execution=spe),
+        "tfvae default": lambda v, d: fit_runner(v, d),
+        "loop": lambda v, d: loop_runner(v, d),
+        "loop in-graph": lambda v, d: loop_runner(v, d, in_graph=True),
+        "loop in-graph xla": lambda v, d: loop_runner(v, d, jit=True, in_graph=True),
+        "data only": lambda v, d: data_runner(d),
+    }
+
+
+def measure(kind: str, latent: int, hidden, data: tf.data.Dataset, rounds: int,
+            spe: int) -> dict[str, list[float]]:
+    """Seconds per pass of every configuration, ``rounds`` interleaved rounds."""
+    runners = {}
+    for label, make in configurations(spe).items():
+        runners[label] = make(build(kind, latent, hidden), data)
+        runners[label]()  # compile and warm up
+    seconds = {label: [] for label in runners}
+    for _ in range(rounds):
+        for label, run in runners.items():
+            seconds[label].append(run())
+    return seconds
+
+
+# -------------------------------------------------------------- report
+def table(results: dict) -> str:
+    """Markdown: model x configuration, examples/s, s/epoch and the ratios."""
+    lines = ["| model (batch) | configuration | examples/s | s per 60k epoch "
+             "| x keras plain | x flop floor time |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, res in results.items():
+        rates = res["examples_per_s"]
+        floor = rates["flop floor"]
+        for label, rate in rates.items():
+            speedup = "" if label in ("flop floor", "data only") else \
+                f"{rate / rates[BASELINE]:.2f}"
+            slowdown = "" if label == "data only" else f"{floor / rate:.2f}"
+            lines.append(f"| {name} ({res['batch']}) | {label} | {rate:,.0f} "
+                         f"| {EPOCH / rate:.2f} | {speedup} | {slowdown} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="a quarter of the data per pass and 2 rounds")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="timed passes per configuration, in interleaved rounds (default 3)")
+    p.add_argument("--spe", type=int, default=50,
+                   help="the 'many' steps_per_execution (default 50)")
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    args = p.parse_args(argv)
+    rounds = 2 if args.quick else args.rounds
+    if rounds < 1 or args.spe < 1:
+        p.error(f"--rounds and --spe must be >= 1, got {rounds} and {args.spe}")
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    peak = peak_matmul_flops()
+    probe = build("mlp", 2, (4,))
+    probe.compile()
+    defaults = {"jit_compile": bool(probe.jit_compile),
+                "steps_per_execution": int(probe.steps_per_execution)}
+    devices = [d.device_type for d in tf.config.list_physical_devices()]
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, devices {devices}, "
+               f"TF {tf.__version__}, Keras {keras.__version__}")
+    print(f"{started}; {machine}; peak matmul {peak / 1e9:.1f} GFLOP/s; "
+          f"tfvae defaults {defaults}; {rounds} rounds", flush=True)
+
+    rng = np.random.default_rng(0)
+    results = {}
+    for name in args.models:
+        kind, latent, hidden, batch, examples = MODELS[name]
+        if args.quick:
+            examples //= 4
+        x = (rng.random((examples, *DATA_SHAPE)) < 0.3).astype(np.float32)
+        data = tfvae.datasets.make_dataset(x, batch_size=batch, seed=0)
+        seconds = measure(kind, latent, hidden, data, rounds, args.spe)
+        rates = {label: examples / statistics.median(s) for label, s in seconds.items()}
+        flops = train_flops_per_example(build(kind, latent, hidden))
+        rates["flop floor"] = peak / flops
+        results[name] = {"batch": batch, "examples_per_pass": examples,
+                         "train_mflop_per_example": flops / 1e6,
+                         "seconds_per_pass": seconds, "examples_per_s": rates}
+        print(f"  {name}: done ({flops / 1e6:.2f} MFLOP per training example)", flush=True)
+
+    print(f"\nTraining throughput, median of {rounds} interleaved passes; "
+          f"'x flop floor time' = (time per epoch) / (FLOPs per epoch / peak)\n")
+    print(table(results))
+    print("\ntfvae default: speed-up over keras plain, distance from the FLOP floor")
+    for name, res in results.items():
+        r = res["examples_per_s"]
+        print(f"  {name}: {r['tfvae default'] / r[BASELINE]:.2f}x faster than plain Keras, "
+              f"{r['flop floor'] / r['tfvae default']:.2f}x the FLOP-floor time")
+    out = {"started": started, "machine": machine, "peak_matmul_gflops": peak / 1e9,
+           "defaults": defaults, "quick": args.quick, "rounds": rounds, "spe": args.spe,
+           "results": results}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()
