@@ -69,6 +69,9 @@ def test_mirrored_fit_and_evaluate_with_model_sampling(mirrored):
     assert np.isfinite(mirrored["plain_losses"]).all()
     assert mirrored["plain_losses"][-1] < mirrored["plain_losses"][0]
     assert np.isfinite(mirrored["plain_eval_loss"])
+    # Keras 3.15's multi-step loop fails under MirroredStrategy: the default
+    # under a strategy is one step per execution.
+    assert mirrored["plain_steps_per_execution"] == 1
 
 
 def test_multi_worker_strategy_single_worker():
@@ -125,7 +128,8 @@ def _plain_fit(strategy, x):
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(x, batch_size=8, epochs=4, verbose=0)
     evaluation = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
-    return [float(v) for v in history.history["loss"]], float(evaluation["loss"])
+    return ([float(v) for v in history.history["loss"]], float(evaluation["loss"]),
+            int(model.steps_per_execution))
 
 
 def scenario_mirrored() -> dict:
@@ -153,7 +157,7 @@ def scenario_mirrored() -> dict:
     single, single_hist = one_step(tf.distribute.get_strategy())
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     multi, multi_hist = one_step(strategy)
-    plain_losses, plain_eval = _plain_fit(strategy, _data(64, seed=1))
+    plain_losses, plain_eval, plain_spe = _plain_fit(strategy, _data(64, seed=1))
     return {
         "replicas": strategy.num_replicas_in_sync,
         "initial_weights": [w.tolist() for w in initial],
@@ -162,6 +166,7 @@ def scenario_mirrored() -> dict:
         "single_loss": single_hist["loss"][0], "mirrored_loss": multi_hist["loss"][0],
         "single_elbo": single_hist["elbo"][0], "mirrored_elbo": multi_hist["elbo"][0],
         "plain_losses": plain_losses, "plain_eval_loss": plain_eval,
+        "plain_steps_per_execution": plain_spe,
     }
 
 
@@ -176,7 +181,7 @@ def scenario_multiworker() -> dict:
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    losses, eval_loss = _plain_fit(strategy, _data(64, seed=1))
+    losses, eval_loss, _ = _plain_fit(strategy, _data(64, seed=1))
     return {
         "replicas": strategy.num_replicas_in_sync,
         "cluster_workers": len(strategy.cluster_resolver.cluster_spec().as_dict()["worker"]),

@@ -25,6 +25,9 @@ tfd = tfp.distributions
 KL_MODES = ("analytic", "mc")
 # Floor on the posterior standard deviation: keeps log q(z|x) finite.
 MIN_POSTERIOR_SCALE = 1e-4
+# Training steps per call of the compiled training function when compile() is
+# not told otherwise; chosen from benchmarks/train_speed.py.
+DEFAULT_STEPS_PER_EXECUTION = 32
 
 
 def standard_normal_prior(latent_dim: int) -> tfd.Distribution:
@@ -186,7 +189,8 @@ class VAE(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             reconstruction, kl = self.elbo_terms(x, training=True)
-            loss = tf.reduce_mean(reconstruction + self.beta * kl)
+            beta = self._kl_weight()
+            loss = tf.reduce_mean(reconstruction + beta * kl)
             if self.losses:
                 loss += tf.add_n(self.losses)
             # Each replica sees 1/R of the global batch and the optimizer sums
@@ -196,7 +200,7 @@ class VAE(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self._update_metrics(reconstruction, kl)
+        self._update_metrics(reconstruction, kl, beta)
         return {m.name: m.result() for m in self.metrics[:4]}
 
     def test_step(self, data):
@@ -208,8 +212,22 @@ class VAE(keras.Model):
         self._update_metrics(reconstruction, kl)
         return {m.name: m.result() for m in self.metrics}
 
-    def _update_metrics(self, reconstruction, kl):
-        self.loss_tracker.update_state(reconstruction + self.beta * kl)
+    def _kl_weight(self) -> tf.Tensor:
+        """Beta of this training step: ``self.beta``, or, while a
+        :class:`tfvae.callbacks.KLWarmup` runs (it sets ``_kl_warmup`` to
+        ``(steps, target)``), ``target * min(1, step / steps)`` from the
+        optimizer's step count, computed in the graph, so that it changes
+        every step even with ``steps_per_execution > 1``."""
+        warmup = getattr(self, "_kl_warmup", None)
+        if warmup is None:
+            return self.beta
+        steps, target = warmup
+        step = tf.cast(self.optimizer.iterations, tf.float32)
+        return target * tf.minimum(1.0, step / steps)
+
+    def _update_metrics(self, reconstruction, kl, beta=None):
+        beta = self.beta if beta is None else beta
+        self.loss_tracker.update_state(reconstruction + beta * kl)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
         self.elbo_tracker.update_state(-(reconstruction + kl))
@@ -226,11 +244,48 @@ class VAE(keras.Model):
         z = q.sample(seed=self._next_seed())
         return self.decode(z, training=training).mean()
 
-    def compile(self, optimizer="adam", **kwargs):
-        """Keras ``compile`` with no loss to give: the loss is the negative ELBO."""
+    def compile(self, optimizer="adam", jit_compile: bool | str = "auto",
+                steps_per_execution: int | str = "auto", **kwargs):
+        """Keras ``compile`` with no loss to give: the loss is the negative ELBO.
+
+        Args:
+            optimizer: as for ``keras.Model.compile``.
+            jit_compile: ``True``/``False``, or ``"auto"`` (default): XLA where
+                Keras's own ``"auto"`` chooses it, i.e. on a GPU, outside a
+                ``tf.distribute`` strategy, and not with ``run_eagerly``. On CPU
+                XLA made training slower in ``benchmarks/train_speed.py``.
+            steps_per_execution: an int >= 1, or ``"auto"`` (default):
+                ``DEFAULT_STEPS_PER_EXECUTION`` training steps per call of the
+                compiled function, which removes most of Keras's per-step
+                overhead (see ``benchmarks/README.md``); 1 with
+                ``run_eagerly`` or under a ``tf.distribute`` strategy (Keras
+                3.15's multi-step loop fails with ``MirroredStrategy``).
+                Batch-level callbacks then run every that many steps
+                (:class:`tfvae.callbacks.KLWarmup` still sets beta for every
+                step).
+            **kwargs: other ``keras.Model.compile`` arguments, except ``loss``.
+
+        Explicit values win over the defaults. A saved model stores ``"auto"``
+        where the default was used, so a loaded model gets the defaults of the
+        machine that loads it.
+        """
         if kwargs.get("loss") is not None:  # None is what a saved config holds
             raise ValueError("VAE computes its own loss (the negative ELBO); do not pass loss=.")
-        super().compile(optimizer=optimizer, **kwargs)
+        if not (jit_compile == "auto" or isinstance(jit_compile, bool)):
+            raise ValueError(f"jit_compile must be True, False or 'auto', got {jit_compile!r}.")
+        if steps_per_execution == "auto":
+            distributed = self._distribute_strategy is not None or tf.distribute.has_strategy()
+            spe = 1 if kwargs.get("run_eagerly") or distributed else DEFAULT_STEPS_PER_EXECUTION
+        elif (isinstance(steps_per_execution, (int, np.integer))
+              and not isinstance(steps_per_execution, bool) and steps_per_execution >= 1):
+            spe = int(steps_per_execution)
+        else:
+            raise ValueError(f"steps_per_execution must be an int >= 1 or 'auto', got "
+                             f"{steps_per_execution!r}.")
+        super().compile(optimizer=optimizer, jit_compile=jit_compile,
+                        steps_per_execution=spe, **kwargs)
+        self._compile_config.config.update(jit_compile=jit_compile,
+                                           steps_per_execution=steps_per_execution)
 
     def compile_from_config(self, config):
         # What keras.Model does, which it skips for models whose compile() is

@@ -265,7 +265,9 @@ def build_vae(config: TrainConfig, data_shape: tuple[int, ...]) -> VAE:
     encoder, decoder = networks.build_networks(config.network, data_shape, config.latent_dim)
     model = VAE(encoder, decoder, config.latent_dim, likelihood=config.likelihood,
                 beta=config.beta, seed=config.seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    # One step per execution (tfvae's default runs several): NonFiniteLossGuard
+    # then sees every step's loss and names the exact step that diverged.
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), steps_per_execution=1)
     return model
 
 
