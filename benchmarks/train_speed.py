@@ -7,7 +7,8 @@ training throughput (examples per second) of:
 - ``keras plain``: ``fit`` with plain Keras settings (``jit_compile=False,
   steps_per_execution=1``), the baseline of the ratios;
 - ``xla``, ``spe N``, ``xla+spe N``: ``fit`` with XLA and/or
-  ``steps_per_execution=N`` (``--spe``);
+  ``steps_per_execution=N`` (``--spe``, default tfvae's default, 8, 32 and
+  128; XLA is combined with the first);
 - ``tfvae default``: ``fit`` after ``model.compile(optimizer)`` with tfvae's
   defaults (printed in the header);
 - ``loop``, ``loop in-graph``, ``loop in-graph xla``: a hand-written training
@@ -16,6 +17,8 @@ training throughput (examples per second) of:
   Adam, the same four metrics): a Python loop calling a ``tf.function`` step
   per batch, or one ``tf.function`` running every step of the pass
   (optionally with an XLA-compiled step), the overhead floor of a framework;
+  ``fit`` rows time the epoch (``on_epoch_begin`` to ``on_epoch_end``), as in
+  a many-epoch ``fit``; the once-per-call cost of ``fit`` is reported apart;
 - ``data only``: a pass over the input pipeline alone (nothing computed), to
   show that the pipeline is not the bottleneck;
 - ``flop floor``: the FLOPs of one epoch over the machine's peak rate. FLOPs
@@ -60,6 +63,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfvae
+from tfvae.model import DEFAULT_STEPS_PER_EXECUTION
 
 DATA_SHAPE = (28, 28, 1)
 EPOCH = 60_000
@@ -131,10 +135,33 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+class _EpochTimer(keras.callbacks.Callback):
+    """Wall time from ``on_epoch_begin`` to ``on_epoch_end`` (seconds)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
 def fit_runner(vae: tfvae.VAE, data: tf.data.Dataset, **compile_kw) -> Runner:
-    """One epoch of ``fit`` after ``compile(Adam(1e-3), **compile_kw)``."""
+    """One epoch of ``fit`` after ``compile(Adam(1e-3), **compile_kw)``.
+
+    The runner returns the epoch's time, as in a many-epoch ``fit``; what one
+    ``fit`` call costs on top (input checks, Keras's set-up; paid once per
+    call, not per epoch) is appended to ``runner.call_overhead``.
+    """
     vae.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_kw)
-    return lambda: _timed(lambda: vae.fit(data, epochs=1, verbose=0))
+    timer = _EpochTimer()
+
+    def run() -> float:
+        total = _timed(lambda: vae.fit(data, epochs=1, verbose=0, callbacks=[timer]))
+        run.call_overhead.append(total - timer.seconds)
+        return timer.seconds
+
+    run.call_overhead = []
+    return run
 
 
 def loop_runner(vae: tfvae.VAE, data: tf.data.Dataset, jit: bool = False,
@@ -193,13 +220,18 @@ def data_runner(data: tf.data.Dataset) -> Runner:
     return lambda: _timed(lambda: run_pass().numpy())
 
 
-def configurations(spe: int) -> dict[str, Callable[[tfvae.VAE, tf.data.Dataset], Runner]]:
+def configurations(spe: list[int]) -> dict[str, Callable[[tfvae.VAE, tf.data.Dataset], Runner]]:
+    """Label -> runner factory; ``spe``: the steps_per_execution values to try
+    (XLA is combined with the first of them)."""
+
+    def fit_with(jit, steps):
+        return lambda v, d: fit_runner(v, d, jit_compile=jit, steps_per_execution=steps)
+
     return {
-        BASELINE: lambda v, d: fit_runner(v, d, jit_compile=False, steps_per_execution=1),
-        "xla": lambda v, d: fit_runner(v, d, jit_compile=True, steps_per_execution=1),
-        f"spe {spe}": lambda v, d: fit_runner(v, d, jit_compile=False, steps_per_execution=spe),
-        f"xla+spe {spe}": lambda v, d: fit_runner(v, d, jit_compile=True,
-                                                  steps_per_execution=spe),
+        BASELINE: fit_with(False, 1),
+        "xla": fit_with(True, 1),
+        **{f"spe {n}": fit_with(False, n) for n in sorted(set(spe))},
+        f"xla+spe {spe[0]}": fit_with(True, spe[0]),
         "tfvae default": lambda v, d: fit_runner(v, d),
         "loop": lambda v, d: loop_runner(v, d),
         "loop in-graph": lambda v, d: loop_runner(v, d, in_graph=True),
@@ -209,8 +241,9 @@ def configurations(spe: int) -> dict[str, Callable[[tfvae.VAE, tf.data.Dataset],
 
 
 def measure(kind: str, latent: int, hidden, data: tf.data.Dataset, rounds: int,
-            spe: int) -> dict[str, list[float]]:
-    """Seconds per pass of every configuration, ``rounds`` interleaved rounds."""
+            spe: list[int]) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds per pass of every configuration over ``rounds`` interleaved
+    rounds, and the median extra seconds of one ``fit`` call per fit runner."""
     runners = {}
     for label, make in configurations(spe).items():
         runners[label] = make(build(kind, latent, hidden), data)
@@ -219,7 +252,9 @@ def measure(kind: str, latent: int, hidden, data: tf.data.Dataset, rounds: int,
     for _ in range(rounds):
         for label, run in runners.items():
             seconds[label].append(run())
-    return seconds
+    overhead = {label: statistics.median(run.call_overhead) for label, run in runners.items()
+                if getattr(run, "call_overhead", None)}
+    return seconds, overhead
 
 
 # -------------------------------------------------------------- report
@@ -246,13 +281,15 @@ def main(argv=None) -> dict:
                    help="a quarter of the data per pass and 2 rounds")
     p.add_argument("--rounds", type=int, default=3,
                    help="timed passes per configuration, in interleaved rounds (default 3)")
-    p.add_argument("--spe", type=int, default=50,
-                   help="the 'many' steps_per_execution (default 50)")
+    p.add_argument("--spe", type=int, nargs="+",
+                   default=[DEFAULT_STEPS_PER_EXECUTION, 8, 32, 128],
+                   help="the 'many' steps_per_execution values; XLA is tried with the first "
+                        f"(default: tfvae's default {DEFAULT_STEPS_PER_EXECUTION}, 8, 32, 128)")
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     rounds = 2 if args.quick else args.rounds
-    if rounds < 1 or args.spe < 1:
+    if rounds < 1 or min(args.spe) < 1:
         p.error(f"--rounds and --spe must be >= 1, got {rounds} and {args.spe}")
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -276,13 +313,16 @@ def main(argv=None) -> dict:
         x = (rng.random((examples, *DATA_SHAPE)) < 0.3).astype(np.float32)
         data = tfvae.datasets.make_dataset(x, batch_size=batch, seed=0)
         seconds = measure(kind, latent, hidden, data, rounds, args.spe)
+        seconds, overhead = seconds
         rates = {label: examples / statistics.median(s) for label, s in seconds.items()}
         flops = train_flops_per_example(build(kind, latent, hidden))
         rates["flop floor"] = peak / flops
         results[name] = {"batch": batch, "examples_per_pass": examples,
                          "train_mflop_per_example": flops / 1e6,
-                         "seconds_per_pass": seconds, "examples_per_s": rates}
-        print(f"  {name}: done ({flops / 1e6:.2f} MFLOP per training example)", flush=True)
+                         "seconds_per_pass": seconds, "fit_call_overhead_s": overhead,
+                         "examples_per_s": rates}
+        print(f"  {name}: done ({flops / 1e6:.2f} MFLOP per training example; one fit call "
+              f"adds {statistics.median(overhead.values()):.2f} s to its epochs)", flush=True)
 
     print(f"\nTraining throughput, median of {rounds} interleaved passes; "
           f"'x flop floor time' = (time per epoch) / (FLOPs per epoch / peak)\n")
