@@ -195,6 +195,9 @@ def main(argv=None) -> dict:
         result["training"] = info
     else:
         model = tfvae.checkpoints.load_model(args.model)
+        progress = tfvae.checkpoints.read_json(progress_path(args.model))
+        if progress is not None:  # how the evaluated model was trained
+            result["training"] = progress
     result["evaluation"] = evaluate_nll(model, args)
     text = json.dumps(result, indent=2)
     print(text)
