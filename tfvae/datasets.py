@@ -289,4 +289,10 @@ def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
         noise = (tf.random.Generator.from_seed(seed) if seed is not None
                  else tf.random.Generator.from_non_deterministic_state())
         ds = ds.map(lambda b: tf.cast(noise.uniform(tf.shape(b)) < b, tf.float32))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # The data are in memory, so two batches in flight keep any device fed.
+    # tf.data's autotuner is switched off: on small CPU machines (2 cores) it
+    # made every training step wait in about half of the epochs, halving the
+    # throughput (benchmarks/README.md); it has nothing to tune here.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(2).with_options(options)

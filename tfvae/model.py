@@ -27,7 +27,7 @@ KL_MODES = ("analytic", "mc")
 MIN_POSTERIOR_SCALE = 1e-4
 # Training steps per call of the compiled training function when compile() is
 # not told otherwise; chosen from benchmarks/train_speed.py.
-DEFAULT_STEPS_PER_EXECUTION = 32
+DEFAULT_STEPS_PER_EXECUTION = 64
 
 
 def standard_normal_prior(latent_dim: int) -> tfd.Distribution:
@@ -252,8 +252,10 @@ class VAE(keras.Model):
             optimizer: as for ``keras.Model.compile``.
             jit_compile: ``True``/``False``, or ``"auto"`` (default): XLA where
                 Keras's own ``"auto"`` chooses it, i.e. on a GPU, outside a
-                ``tf.distribute`` strategy, and not with ``run_eagerly``. On CPU
-                XLA made training slower in ``benchmarks/train_speed.py``.
+                ``tf.distribute`` strategy, and not with ``run_eagerly``. On a
+                CPU, XLA made the conv VAE 1.5x slower in
+                ``benchmarks/train_speed.py`` (and an MLP up to 1.25x faster:
+                pass ``True`` for those).
             steps_per_execution: an int >= 1, or ``"auto"`` (default):
                 ``DEFAULT_STEPS_PER_EXECUTION`` training steps per call of the
                 compiled function, which removes most of Keras's per-step
