@@ -356,8 +356,7 @@ def main(argv=None) -> dict:
         x = (rng.random((examples, *DATA_SHAPE)) < 0.3).astype(np.float32)
         data = {"tfvae": tfvae.datasets.make_dataset(x, batch_size=batch, seed=0),
                 "autotuned": autotuned_dataset(x, batch)}
-        seconds = measure(kind, latent, hidden, data, rounds, args.spe)
-        seconds, overhead = seconds
+        seconds, overhead = measure(kind, latent, hidden, data, rounds, args.spe)
         rates = {label: examples / statistics.median(s) for label, s in seconds.items()}
         flops = train_flops_per_example(build(kind, latent, hidden))
         results[name] = {"batch": batch, "examples_per_pass": examples,

@@ -290,9 +290,9 @@ def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
                  else tf.random.Generator.from_non_deterministic_state())
         ds = ds.map(lambda b: tf.cast(noise.uniform(tf.shape(b)) < b, tf.float32))
     # The data are in memory, so two batches in flight keep any device fed.
-    # tf.data's autotuner is switched off: on small CPU machines (2 cores) it
-    # made every training step wait in about half of the epochs, halving the
-    # throughput (benchmarks/README.md); it has nothing to tune here.
+    # tf.data's autotuner is switched off: on a 2-core CPU it made every step
+    # of some passes wait, halving their throughput (5 of 18 passes in
+    # benchmarks/tfdata_autotune.py); with data in memory it has nothing to tune.
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(2).with_options(options)
