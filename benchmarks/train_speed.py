@@ -13,19 +13,22 @@ training throughput (examples per second) of:
 - ``xla``, ``spe N``, ``xla+spe N``: ``fit`` with XLA and/or
   ``steps_per_execution=N`` (``--spe``, default tfvae's default, 8, 32 and
   128; XLA is combined with the first);
-- ``tfvae default``: ``fit`` after ``model.compile(optimizer)`` with tfvae's
-  defaults (printed in the header);
+- ``fused adam``: ``keras plain`` with :class:`tfvae.FusedAdam` (tfvae's
+  default optimizer) instead of ``keras.optimizers.Adam``; all rows above
+  train with Keras's Adam;
+- ``tfvae default``: ``fit`` after ``model.compile()``, tfvae's defaults
+  (steps per execution and XLA printed in the header; ``FusedAdam``);
 - ``loop``, ``loop in-graph``, ``loop in-graph xla``: a hand-written training
   loop with the same math as ``VAE.train_step`` (``elbo_terms`` drawing z
   from the model's seed stream, loss ``mean(reconstruction + beta * kl)``,
-  Adam, the same four metrics): a Python loop calling a ``tf.function`` step
+  ``FusedAdam``, the same four metrics): a Python loop calling a ``tf.function`` step
   per batch, or one ``tf.function`` running every step of the pass
   (optionally with an XLA-compiled step), the overhead floor of a framework;
   ``fit`` rows time the epoch (``on_epoch_begin`` to ``on_epoch_end``), as in
   a many-epoch ``fit``; the once-per-call cost of ``fit`` is reported apart;
 - ``networks only``: ``loop in-graph`` without the VAE's own math (no
   sampling, likelihood, KL or metrics): encoder and decoder forward and
-  backward and Adam, what any model of these networks costs;
+  backward and ``FusedAdam``, what any model of these networks costs;
 - ``data only``: a pass over the input pipeline alone (nothing computed), to
   show that the pipeline is not the bottleneck;
 - ``flop floor``: the FLOPs of one epoch over the machine's peak rate. FLOPs
@@ -160,14 +163,21 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def fit_runner(vae: tfvae.VAE, data: tf.data.Dataset, **compile_kw) -> Runner:
-    """One epoch of ``fit`` after ``compile(Adam(1e-3), **compile_kw)``.
+def default_optimizer() -> keras.optimizers.Optimizer:
+    """What ``VAE.compile()`` trains with: ``FusedAdam``, learning rate 1e-3."""
+    return tfvae.optimizers.get_optimizer("adam")
+
+
+def fit_runner(vae: tfvae.VAE, data: tf.data.Dataset, optimizer=None, **compile_kw) -> Runner:
+    """One epoch of ``fit`` after ``compile(optimizer, **compile_kw)``;
+    ``optimizer`` defaults to ``keras.optimizers.Adam(1e-3)``, Keras's Adam
+    with the learning rate of tfvae's default.
 
     The runner returns the epoch's time, as in a many-epoch ``fit``; what one
     ``fit`` call costs on top (input checks, Keras's set-up; paid once per
     call, not per epoch) is appended to ``runner.call_overhead``.
     """
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_kw)
+    vae.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), **compile_kw)
     timer = _EpochTimer()
 
     def run() -> float:
@@ -190,7 +200,7 @@ def loop_runner(vae: tfvae.VAE, data: tf.data.Dataset, jit: bool = False,
     number of replicas and calls ``optimizer.scale_loss``: both are the
     identity here, one device and no loss scaling.)
     """
-    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer = default_optimizer()
     variables = vae.trainable_variables
     optimizer.build(variables)
     steps = tf.constant(int(data.cardinality()))
@@ -229,7 +239,7 @@ def networks_runner(vae: tfvae.VAE, data: tf.data.Dataset) -> Runner:
     The decoder reads the first ``latent_dim`` encoder outputs; the loss is
     the sum of both networks' outputs, so every layer gets its gradients.
     """
-    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer = default_optimizer()
     variables = vae.trainable_variables
     optimizer.build(variables)
     steps = tf.constant(int(data.cardinality()))
@@ -274,7 +284,9 @@ def configurations(spe: list[int]) -> dict[str, Callable[[tfvae.VAE, dict], Runn
         "xla": fit_with(True, 1),
         **{f"spe {n}": fit_with(False, n) for n in sorted(set(spe))},
         f"xla+spe {spe[0]}": fit_with(True, spe[0]),
-        "tfvae default": lambda v, d: fit_runner(v, d["tfvae"]),
+        "fused adam": lambda v, d: fit_runner(v, d["tfvae"], default_optimizer(),
+                                              jit_compile=False, steps_per_execution=1),
+        "tfvae default": lambda v, d: fit_runner(v, d["tfvae"], default_optimizer()),
         "loop": lambda v, d: loop_runner(v, d["tfvae"]),
         "loop in-graph": lambda v, d: loop_runner(v, d["tfvae"], in_graph=True),
         "loop in-graph xla": lambda v, d: loop_runner(v, d["tfvae"], jit=True, in_graph=True),
@@ -340,7 +352,8 @@ def main(argv=None) -> dict:
     probe = build("mlp", 2, (4,))
     probe.compile()
     defaults = {"jit_compile": bool(probe.jit_compile),
-                "steps_per_execution": int(probe.steps_per_execution)}
+                "steps_per_execution": int(probe.steps_per_execution),
+                "optimizer": type(probe.optimizer).__name__}
     devices = [d.device_type for d in tf.config.list_physical_devices()]
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, devices {devices}, "
                f"TF {tf.__version__}, Keras {keras.__version__}")

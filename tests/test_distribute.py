@@ -74,6 +74,16 @@ def test_mirrored_fit_and_evaluate_with_model_sampling(mirrored):
     assert mirrored["plain_steps_per_execution"] == 1
 
 
+def test_fused_adam_under_mirrored_strategy_equals_keras_adam(mirrored):
+    """Under a strategy FusedAdam takes Keras's own (mirrored-variable) update."""
+    start = [np.asarray(w) for w in mirrored["initial_weights"]]
+    fused = [np.asarray(w) for w in mirrored["fused_adam_weights"]]
+    keras_adam = [np.asarray(w) for w in mirrored["keras_adam_weights"]]
+    assert max(np.abs(f - w0).max() for f, w0 in zip(fused, start)) > 5e-3  # Adam's step ~ lr
+    for f, k in zip(fused, keras_adam):
+        np.testing.assert_allclose(f, k, atol=1e-6)
+
+
 def test_multi_worker_strategy_single_worker():
     result = run_scenario("multiworker")
     assert result["replicas"] == 1
@@ -125,7 +135,7 @@ def _plain_fit(strategy, x):
     with strategy.scope():
         keras.utils.set_random_seed(1)
         model = tfvae.VAE(*_networks(), LATENT, seed=1)
-        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        model.compile(optimizer=tfvae.FusedAdam(1e-2))
     history = model.fit(x, batch_size=8, epochs=4, verbose=0)
     evaluation = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
     return ([float(v) for v in history.history["loss"]], float(evaluation["loss"]),
@@ -140,15 +150,17 @@ def scenario_mirrored() -> dict:
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
+    import tfvae
+
     vae_class = _fixed_noise_vae_class()
     x = _data()
 
-    def one_step(strategy):
+    def one_step(strategy, optimizer=lambda: keras.optimizers.SGD(LR)):
         with strategy.scope():
             keras.utils.set_random_seed(0)
             model = vae_class(*_networks(), LATENT, seed=0)
             model.set_weights(initial)
-            model.compile(optimizer=keras.optimizers.SGD(LR))
+            model.compile(optimizer=optimizer())
         history = model.fit(x, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
         return model, history.history
 
@@ -158,6 +170,8 @@ def scenario_mirrored() -> dict:
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     multi, multi_hist = one_step(strategy)
     plain_losses, plain_eval, plain_spe = _plain_fit(strategy, _data(64, seed=1))
+    fused, _ = one_step(strategy, lambda: tfvae.FusedAdam(1e-2))
+    keras_adam, _ = one_step(strategy, lambda: keras.optimizers.Adam(1e-2))
     return {
         "replicas": strategy.num_replicas_in_sync,
         "initial_weights": [w.tolist() for w in initial],
@@ -167,6 +181,8 @@ def scenario_mirrored() -> dict:
         "single_elbo": single_hist["elbo"][0], "mirrored_elbo": multi_hist["elbo"][0],
         "plain_losses": plain_losses, "plain_eval_loss": plain_eval,
         "plain_steps_per_execution": plain_spe,
+        "fused_adam_weights": [w.tolist() for w in fused.get_weights()],
+        "keras_adam_weights": [w.tolist() for w in keras_adam.get_weights()],
     }
 
 

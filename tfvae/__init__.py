@@ -12,16 +12,18 @@ import os as _os
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfvae import callbacks, datasets, importance, likelihoods, networks  # noqa: E402
+from tfvae import callbacks, datasets, importance, likelihoods, networks, optimizers  # noqa: E402
 from tfvae.callbacks import KLWarmup  # noqa: E402
 from tfvae.likelihoods import Bernoulli, ContinuousBernoulli, Normal  # noqa: E402
 from tfvae.model import VAE, standard_normal_prior  # noqa: E402
+from tfvae.optimizers import FusedAdam  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
     "KLWarmup",
+    "FusedAdam",
     "Bernoulli",
     "ContinuousBernoulli",
     "Normal",
@@ -30,5 +32,6 @@ __all__ = [
     "importance",
     "likelihoods",
     "networks",
+    "optimizers",
     "standard_normal_prior",
 ]

@@ -31,6 +31,7 @@ import tensorflow as tf
 from tfvae import checkpoints, datasets, networks, plot
 from tfvae.callbacks import KLWarmup
 from tfvae.model import VAE
+from tfvae.optimizers import FusedAdam
 from tfvae.seeds import stateless_seed
 
 RUN_CONFIG = "run_config.json"
@@ -267,7 +268,7 @@ def build_vae(config: TrainConfig, data_shape: tuple[int, ...]) -> VAE:
                 beta=config.beta, seed=config.seed)
     # One step per execution (tfvae's default runs several): NonFiniteLossGuard
     # then sees every step's loss and names the exact step that diverged.
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), steps_per_execution=1)
+    model.compile(optimizer=FusedAdam(config.learning_rate), steps_per_execution=1)
     return model
 
 
