@@ -2,10 +2,14 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
 from scipy.special import expit, log_expit
 
 import tfvae
 from tfvae.likelihoods import get_likelihood
+
+tfd = tfp.distributions
 
 SHAPE = (3, 2, 1)
 
@@ -37,6 +41,42 @@ def test_bernoulli_on_grey_pixels_is_cross_entropy_too():
     p = expit(logits.astype(np.float64))
     want = (x * np.log(p) + (1 - x) * np.log1p(-p)).sum(axis=(1, 2, 3))
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "grey"])
+def test_bernoulli_gradient_is_x_minus_sigmoid(binary):
+    """The hand-written gradient of the Bernoulli log-prob (d/dl of
+    x l - softplus(l) is x - sigmoid(l)) against SciPy, and against TFP's
+    autodiff of tfd.Bernoulli, over logits up to +-30."""
+    logits, x = _params_and_data(seed=1, binary=binary)
+    logits = logits * 10.0
+    assert np.abs(logits).max() > 20
+    weights = np.arange(1.0, 6.0, dtype=np.float32)  # a different upstream per example
+    logits_t = tf.constant(logits)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits_t)
+        ours = _built(tfvae.Bernoulli()).distribution(logits_t).log_prob(x) * weights
+        tfp_bernoulli = tfd.Independent(tfd.Bernoulli(logits=logits_t, dtype=tf.float32), 3)
+        reference = tfp_bernoulli.log_prob(x) * weights
+    got = tape.gradient(ours, logits_t).numpy()
+    want = weights[:, None, None, None] * (x - expit(logits.astype(np.float64)))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, tape.gradient(reference, logits_t).numpy(), atol=1e-6)
+    np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-6)
+
+
+def test_bernoulli_log_prob_broadcasts_like_tfp():
+    """Importance sampling scores x [B, ...] under logits [K, B, ...]."""
+    logits, x = _params_and_data(seed=2)
+    stacked = tf.constant(np.stack([logits, -2.0 * logits]))  # [2, 5, 3, 2, 1]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(stacked)
+        ours = _built(tfvae.Bernoulli()).distribution(stacked).log_prob(x)
+        reference = tfd.Independent(tfd.Bernoulli(logits=stacked, dtype=tf.float32), 3).log_prob(x)
+    assert ours.shape == (2, 5)
+    np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(ours, stacked).numpy(),
+                               tape.gradient(reference, stacked).numpy(), atol=1e-6)
 
 
 def test_normal_fixed_scale_is_mse_plus_constant():
