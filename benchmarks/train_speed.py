@@ -322,7 +322,7 @@ def table(results: dict) -> str:
         rates = res["examples_per_s"]
         floor = rates["flop floor"]
         for label, rate in rates.items():
-            speedup = "" if label in ("flop floor", "data only", "networks only") else \
+            speedup = "" if label in ("flop floor", "data only") else \
                 f"{rate / rates[BASELINE]:.2f}"
             slowdown = "" if label == "data only" else f"{floor / rate:.2f}"
             lines.append(f"| {name} ({res['batch']}) | {label} | {rate:,.0f} "

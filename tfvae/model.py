@@ -253,14 +253,14 @@ class VAE(keras.Model):
             optimizer: as for ``keras.Model.compile``, except that ``"adam"``
                 (the default) is :class:`tfvae.optimizers.FusedAdam`: Keras's
                 Adam, same math, with each variable's update one fused kernel
-                (1.13-1.18x faster training of MLPs on a CPU in
-                ``benchmarks/train_speed.py``).
+                (MLPs trained 1.20-1.23x faster on 2 CPU cores in
+                ``benchmarks/train_speed.py``; the conv VAE as fast).
             jit_compile: ``True``/``False``, or ``"auto"`` (default): XLA where
                 Keras's own ``"auto"`` chooses it, i.e. on a GPU, outside a
                 ``tf.distribute`` strategy, and not with ``run_eagerly``. On a
                 CPU, XLA made the conv VAE 1.5x slower in
-                ``benchmarks/train_speed.py`` (and an MLP up to 1.25x faster:
-                pass ``True`` for those).
+                ``benchmarks/train_speed.py`` and the MLPs no faster than
+                these defaults.
             steps_per_execution: an int >= 1, or ``"auto"`` (default):
                 ``DEFAULT_STEPS_PER_EXECUTION`` training steps per call of the
                 compiled function, which removes most of Keras's per-step
