@@ -73,6 +73,29 @@ def test_amsgrad_falls_back_to_keras_adam():
     assert np.abs(fused.numpy() - numpy_adam(w0, grads, beta_2=0.5)).max() > 1e-2
 
 
+@pytest.mark.parametrize("options", [
+    {"weight_decay": 0.05}, {"clipnorm": 0.5}, {"gradient_accumulation_steps": 3},
+    {"use_ema": True, "ema_overwrite_frequency": 4},
+    {"learning_rate": keras.optimizers.schedules.ExponentialDecay(LR, 5, 0.5)},
+], ids=["weight_decay", "clipnorm", "accumulation", "ema", "schedule"])
+def test_keras_options_around_the_update_work_as_for_adam(options):
+    """The docstring's claim: Keras handles these around ``update_step``."""
+    w0 = np.random.default_rng(4).normal(size=(5, 3)).astype(np.float32)
+    kwargs = {"learning_rate": LR, **options}
+    fused, plain = keras.Variable(w0), keras.Variable(w0)
+    fused_opt, plain_opt = FusedAdam(**kwargs), keras.optimizers.Adam(**kwargs)
+
+    @tf.function
+    def step(g):
+        fused_opt.apply([g], [fused])
+        plain_opt.apply([g], [plain])
+
+    for g in _gradients(w0.shape, seed=5)[:12]:
+        step(tf.constant(3.0 * g))
+    assert np.abs(fused.numpy() - w0).max() > 1e-2
+    np.testing.assert_allclose(fused.numpy(), plain.numpy(), atol=1e-6)
+
+
 def test_get_optimizer():
     assert type(get_optimizer("adam")) is FusedAdam
     assert type(get_optimizer("Adam")) is FusedAdam
