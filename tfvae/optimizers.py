@@ -29,16 +29,14 @@ class FusedAdam(keras.optimizers.Adam):
 
     Keras's own update runs instead with ``amsgrad=True``, under a
     ``tf.distribute`` strategy (where variables are mirrored), for sparse
-    gradients, for variables that are not float32, and on backends other
-    than TensorFlow. Weight decay, clipping, EMA, loss scaling and gradient
+    gradients and for variables that are not float32. Weight decay,
+    clipping, EMA, learning-rate schedules, loss scaling and gradient
     accumulation are handled by Keras around ``update_step`` as for ``Adam``.
-    A model saved with it loads as ``FusedAdam``; its weights load into
-    ``Adam`` too (the variables are the same).
+    A model saved with it loads with it, its moments and step count included.
     """
 
     def update_step(self, gradient, variable, learning_rate):
-        fused = (keras.backend.backend() == "tensorflow"
-                 and not self.amsgrad
+        fused = (not self.amsgrad
                  and not tf.distribute.has_strategy()
                  and not isinstance(gradient, tf.IndexedSlices)
                  and tf.as_dtype(variable.dtype) == tf.float32)
