@@ -32,10 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from train_speed import DATA_SHAPE, build  # this folder is on sys.path when run as a script
 
 import tfvae
 
-DATA_SHAPE = (28, 28, 1)
 # name: (hidden units, latent dim, batch)
 MODELS = {"mlp 784-400-20": ((400,), 20, 128), "burda mlp 200-200-50": ((200, 200), 50, 100)}
 STEPS = 100
@@ -48,15 +48,10 @@ class TfpBernoulli(tfvae.Bernoulli):
         return tfp.distributions.Bernoulli(logits=params, dtype=tf.float32)
 
 
-def build(hidden, latent, likelihood=None) -> tfvae.VAE:
-    keras.utils.set_random_seed(0)
-    encoder, decoder = tfvae.networks.build_networks("mlp", DATA_SHAPE, latent, hidden)
-    return tfvae.VAE(encoder, decoder, latent, likelihood=likelihood or "bernoulli", seed=0)
-
-
 def runner(part: str, hidden, latent, batches: tf.Tensor):
     """A function that runs STEPS training steps of ``part`` and returns seconds."""
-    vae = build(hidden, latent, TfpBernoulli() if part == "VAE, tfd.Bernoulli autodiff" else None)
+    likelihood = TfpBernoulli() if part == "VAE, tfd.Bernoulli autodiff" else "bernoulli"
+    vae = build("mlp", latent, hidden, likelihood)
     variables = vae.trainable_variables
     optimizer = keras.optimizers.Adam(1e-3) if "keras Adam" in part else tfvae.FusedAdam(1e-3)
     optimizer.build(variables)

@@ -94,11 +94,11 @@ def autotuned_dataset(x: np.ndarray, batch: int) -> tf.data.Dataset:
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
-def build(kind: str, latent: int, hidden) -> tfvae.VAE:
+def build(kind: str, latent: int, hidden, likelihood="bernoulli") -> tfvae.VAE:
     """A fresh VAE with the same initial weights every time."""
     keras.utils.set_random_seed(0)
     encoder, decoder = tfvae.networks.build_networks(kind, DATA_SHAPE, latent, hidden)
-    return tfvae.VAE(encoder, decoder, latent, seed=0)
+    return tfvae.VAE(encoder, decoder, latent, likelihood=likelihood, seed=0)
 
 
 # ------------------------------------------------------------------ FLOPs
