@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfvae import checkpoints, datasets, training
 from tfvae.cli import main
+from tfvae.config import TrainConfig
 
 QUICK = ["--limit", "512", "--epochs", "2", "--latent-dim", "2", "--batch-size", "64",
          "--verbose", "0"]
@@ -114,7 +115,7 @@ def test_overwrite_trains_again(data_dir, tmp_path, monkeypatch):
     assert checkpoints.load_model(out / "model.keras").latent_dim == 2
 
     assert main(overwrite) == 0
-    assert json.loads((out / "run_config.json").read_text())["latent_dim"] == 3
+    assert json.loads((out / "run_config.json").read_text())["config"]["latent_dim"] == 3
     assert checkpoints.load_model(out / "model.keras").latent_dim == 3
     assert (out / "unrelated.txt").read_text() == "not ours"  # only run files are removed
 
@@ -125,17 +126,18 @@ def _no_network(*args, **kwargs):
 
 def test_validation_split_is_held_out_from_train(data_dir, monkeypatch):
     monkeypatch.setenv("TFVAE_DATA_DIR", str(data_dir))
-    file_train, _ = datasets.load("mnist", "train")
-    splits = training.load_splits("mnist")
+    file_train = datasets.read_idx(datasets.fetch("mnist/train-images-idx3-ubyte.gz"))
+    file_train = file_train[..., None].astype(np.float32) / 255
+    splits = {s: datasets.load("mnist", s)[0] for s in datasets.SPLITS}
     assert len(splits["train"]) == 54000 and len(splits["valid"]) == 6000
     np.testing.assert_array_equal(splits["valid"], file_train[-6000:])
     np.testing.assert_array_equal(splits["train"], file_train[:-6000])
     assert len(splits["test"]) == 10000
-    frey = training.load_splits("frey_face")
+    frey = {s: datasets.load("frey_face", s)[0] for s in datasets.SPLITS}
     assert [len(frey[s]) for s in ("train", "valid", "test")] == [1565, 200, 200]
-    limited = training.load_splits("mnist", limit=300, seed=1)
+    limited = training.load_data(TrainConfig(limit=300, seed=1))
     assert [len(limited[s]) for s in ("train", "valid", "test")] == [300, 300, 300]
-    np.testing.assert_array_equal(limited["valid"], training.load_split("mnist", "valid", 300, 1))
+    np.testing.assert_array_equal(limited["valid"], datasets.load("mnist", "valid", 300, seed=1)[0])
 
 
 def test_sample(trained_run, tmp_path):
@@ -236,4 +238,5 @@ def test_help_lists_exit_codes(capsys):
     for argv in (["--help"], ["train", "--help"], ["evaluate", "--help"]):
         assert main(argv) == 0
         assert "exit codes:" in capsys.readouterr().out
-    assert training.default_likelihood("frey_face") == "normal"
+    assert TrainConfig(dataset="frey_face").likelihood == datasets.get("frey_face").likelihood
+    assert datasets.get("frey_face").likelihood == "normal"

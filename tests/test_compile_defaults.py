@@ -24,11 +24,11 @@ def _data(n=32):
     return (np.random.default_rng(0).random((n, *DATA_SHAPE)) < 0.4).astype(np.float32)
 
 
-def _vae(beta=1.0) -> tfvae.VAE:
+def _vae(beta=1.0, **kwargs) -> tfvae.VAE:
     keras.utils.set_random_seed(0)
     encoder, decoder = tfvae.networks.build_networks("mlp", DATA_SHAPE, LATENT,
                                                      hidden_units=(8,))
-    return tfvae.VAE(encoder, decoder, LATENT, beta=beta, seed=0)
+    return tfvae.VAE(encoder, decoder, LATENT, beta=beta, seed=0, **kwargs)
 
 
 def _expected_default_jit() -> bool:
@@ -131,18 +131,35 @@ def test_kl_warmup_is_exact_per_step_with_many_steps_per_execution():
                for w, r in zip(coarse.get_weights(), reference.get_weights())) > 1e-3
 
 
-def test_kl_warmup_mid_schedule_beta_and_later_fits_use_model_beta():
+def test_kl_warmup_is_part_of_the_model_and_later_fits_continue_it(tmp_path):
     model, history = _warmup_fit(32, tfvae.KLWarmup(20), epochs=1)  # 8 of 20 steps
-    # model.beta holds the beta of the last step taken (step index 7).
-    assert float(model.beta.numpy()) == pytest.approx(2.0 * 7 / 20)
-    assert history["beta"] == [pytest.approx(2.0 * 7 / 20)]
-    assert model._kl_warmup is None  # the schedule ends with the fit
-    # Without the callback, training uses model.beta again: with beta = 0 the
-    # loss is the reconstruction term alone (a stale schedule would add KL).
+    # The KL weight of the next step (step index 8); beta stays the target.
+    assert float(model.kl_weight()) == pytest.approx(2.0 * 8 / 20)
+    assert history["beta"] == [pytest.approx(2.0 * 8 / 20)]
+    assert float(model.beta.numpy()) == 2.0 and model.kl_warmup_steps == 20
+    # A later fit, without the callback, continues the schedule where it was.
+    model.fit(_data(), batch_size=4, epochs=1, verbose=0)
+    assert float(model.kl_weight()) == pytest.approx(2.0 * 16 / 20)
+    # It is saved with the model: the loaded model continues it too.
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.kl_warmup_steps == 20
+    assert float(loaded.kl_weight()) == pytest.approx(2.0 * 16 / 20)
+    # With beta = 0 the loss is the reconstruction term alone.
     model.beta.assign(0.0)
     later = model.fit(_data(), batch_size=4, epochs=1, verbose=0).history
     assert later["kl"][0] > 0.01
     assert later["loss"][0] == pytest.approx(later["reconstruction"][0], rel=1e-6)
+
+
+def test_warmup_as_a_model_option_equals_the_callback():
+    by_option = _vae(beta=2.0, kl_warmup_steps=6)
+    by_option.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False,
+                      steps_per_execution=4)
+    by_option.fit(_data(), batch_size=4, epochs=2, shuffle=False, verbose=0)
+    by_callback, _ = _warmup_fit(4, tfvae.KLWarmup(6))
+    for a, b in zip(by_option.get_weights(), by_callback.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_progress_bar_reaches_the_last_step(capsys):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from helpers import small_vae
 
-from tfvae import checkpoints, training
+from tfvae import callbacks, checkpoints, files, training
 from tfvae.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,8 @@ def test_killed_training_resumes_after_the_last_finished_epoch(data_dir, tmp_pat
     assert metrics["completed"] and len(metrics["history"]["loss"]) == epochs
     model = checkpoints.load_model(out / "model.keras")
     assert int(model.optimizer.iterations) == epochs * 512 // 32  # optimizer state carried over
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no stale temp files
+    # no stale temporary files (the lock file stays: it is reused)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".tfvae.lock"]
 
 
 def test_ctrl_c_exits_130_and_the_same_command_resumes(data_dir, tmp_path, monkeypatch,
@@ -64,15 +65,15 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(data_dir, tmp_path, monke
     monkeypatch.setenv("TFVAE_DATA_DIR", str(data_dir))
     argv = ["train", "--limit", "256", "--epochs", "3", "--latent-dim", "2", "--batch-size",
             "64", "--verbose", "2", "--out", str(tmp_path / "run")]
-    check_batch = training.NonFiniteLossGuard.on_train_batch_end
+    check_batch = callbacks.NonFiniteLossGuard.on_train_batch_end
 
     def ctrl_c_in_epoch_2(self, batch, logs=None):
         check_batch(self, batch, logs)
-        if self._epoch == 1 and batch == 1:
+        if self._epoch == 1:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(training.NonFiniteLossGuard, "on_train_batch_end", ctrl_c_in_epoch_2)
+        patch.setattr(callbacks.NonFiniteLossGuard, "on_train_batch_end", ctrl_c_in_epoch_2)
         assert main(argv) == 130
     first = capsys.readouterr()
     assert "interrupted. Re-run the same command to resume." in first.err
@@ -160,7 +161,7 @@ def test_failed_model_save_keeps_the_old_file(tmp_path, monkeypatch):
 
 def test_failed_json_and_copy_keep_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"
-    checkpoints.write_json(path, {"loss": 1.5, "bad": float("nan")})
+    files.write_json(path, {"loss": 1.5, "bad": float("nan")})
     assert json.loads(path.read_text()) == {"loss": 1.5, "bad": None}
     old = path.read_bytes()
 
@@ -171,7 +172,7 @@ def test_failed_json_and_copy_keep_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", fail)
     with pytest.raises(_DiskFull):
-        checkpoints.write_json(path, {"loss": 2.0})
+        files.write_json(path, {"loss": 2.0})
     assert path.read_bytes() == old
 
     def copy_half(source, target):
@@ -181,14 +182,14 @@ def test_failed_json_and_copy_keep_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr("shutil.copyfile", copy_half)
     with pytest.raises(_DiskFull):
-        checkpoints.copy_file(tmp_path / "other", path)
+        files.copy_file(tmp_path / "other", path)
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 # ---------------------------------------------------------------- NaN loss
 class _PoisonWeights(keras.callbacks.Callback):
-    """Make the encoder's weights NaN before batch 3 of epoch 2 (a diverging step)."""
+    """Make the encoder's weights NaN as epoch 2 begins (a diverging step)."""
 
     def __init__(self, out: Path):
         super().__init__()
@@ -200,7 +201,7 @@ class _PoisonWeights(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.epoch == 1 and batch == 2:
+        if self.epoch == 1:
             for weight in self.model.encoder.trainable_weights:
                 weight.assign(np.full(weight.shape, np.nan, np.float32))
 
@@ -214,11 +215,12 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_model(data_dir, tmp_pat
     out = tmp_path / "run"
     config = training.TrainConfig(limit=256, epochs=3, latent_dim=2, batch_size=64)
     poison = _PoisonWeights(out)
-    with pytest.raises(training.TrainingDiverged) as caught:
+    with pytest.raises(callbacks.TrainingDiverged) as caught:
         training.train(config, out, verbose=0, callbacks=[poison])
     message = str(caught.value)
-    # 4 batches per epoch: the 3rd batch of epoch 2 is training step 7.
-    assert "the loss became nan at training step 7 (epoch 2, batch 3)" in message
+    # 4 batches per epoch, all in one execution (64 steps per execution): the
+    # guard looks once per execution, after epoch 2's 4th batch (step 8).
+    assert "the loss became nan by training step 8 (epoch 2, batch 4)" in message
     assert "learning rate too high" in message
     assert f"The model after epoch 1 is kept in {out / 'model.keras'}" in message
     assert (out / "model.keras").read_bytes() == poison.model_after_epoch_1
@@ -235,7 +237,7 @@ def test_diverging_learning_rate_exits_1_with_the_cause(data_dir, tmp_path, monk
                  "--learning-rate", "1e30", "--verbose", "0", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
-    assert re.search(r"the loss became (nan|inf) at training step \d+ \(epoch 1, batch \d+\)",
+    assert re.search(r"the loss became (nan|inf) by training step \d+ \(epoch 1, batch \d+\)",
                      err)
     assert "No epoch finished, so no model was saved." in err
     assert not (out / "model.keras").exists()

@@ -1,59 +1,218 @@
-"""Keras callbacks for VAE training."""
+"""Every Keras callback of tfvae: KL warm-up, the NaN guard, checkpoints, TensorBoard images."""
 
 from __future__ import annotations
 
+import math
+import os
+import time
+from pathlib import Path
+
 import keras
+import numpy as np
+import tensorflow as tf
+
+from tfvae import runs
+from tfvae.checkpoints import weights_are_finite
+from tfvae.seeds import stateless_seed
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good weights were kept."""
 
 
 class KLWarmup(keras.callbacks.Callback):
-    """Raise the KL weight beta linearly from 0 to ``target`` over ``steps``.
+    """Convenience for ``VAE(..., kl_warmup_steps=steps)`` on an existing model.
 
-    Starting with a small KL weight lets the decoder learn to use z before the
-    KL term pulls q(z|x) towards the prior (Bowman et al. 2016; Sønderby et al.
-    2016), which helps against posterior collapse.
+    Raises the KL weight linearly from 0 to ``target`` over ``steps`` training
+    steps: it sets the model's ``kl_warmup_steps`` (and ``beta`` to
+    ``target`` if given) for this and later fits, and logs the KL weight as
+    ``beta`` at the end of each epoch. The schedule itself is the model's
+    (see :meth:`tfvae.VAE.kl_weight`), computed in the compiled step.
 
     Args:
         steps: number of training steps (batches) of the warm-up; must be > 0.
-        target: final beta; default: the model's beta when training starts.
-
-    Step ``i`` (the optimizer's step count before the update) uses
-    ``beta = target * min(1, i / steps)``, computed inside the compiled
-    training step, so the schedule is exact for any ``steps_per_execution``
-    and a resumed run continues it where it stopped. ``model.beta`` holds the
-    beta of the last step taken (it is updated after each execution of the
-    training function) and is logged as ``beta`` at the end of each epoch.
+        target: final beta; default: the model's beta.
     """
 
     def __init__(self, steps: int, target: float | None = None):
         super().__init__()
-        if int(steps) <= 0:
-            raise ValueError(f"KLWarmup steps must be a positive number of batches, got {steps}.")
+        if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps <= 0:
+            raise ValueError(f"KLWarmup steps must be a positive number of batches, got {steps!r}.")
         self.steps = int(steps)
         self.target = target
 
     def on_train_begin(self, logs=None):
-        if self.target is None:
-            self.target = float(keras.ops.convert_to_numpy(self.model.beta))
-        self._set_schedule((self.steps, float(self.target)))
-        self._set_beta(self._step())
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._set_beta(self._step() - 1)
-
-    def on_train_end(self, logs=None):
-        self._set_schedule(None)
+        if self.target is not None:
+            self.model.beta.assign(float(self.target))
+        if self.model.kl_warmup_steps != self.steps:
+            self.model.kl_warmup_steps = self.steps  # a constant of the traced step: retrace
+            self.model.make_train_function(force=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
+            logs["beta"] = float(keras.ops.convert_to_numpy(self.model.kl_weight()))
 
-    def _set_schedule(self, schedule):
-        # The schedule is a constant of the traced training step: retrace it.
-        self.model._kl_warmup = schedule
-        self.model.make_train_function(force=True)
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stop training at a NaN or infinite loss and restore the last good weights.
+
+    Checked after every execution of the training function (every
+    ``steps_per_execution`` steps; Keras's running mean of the loss stays
+    non-finite once one step was). The weights and optimizer state of the
+    last finished epoch whose loss and weights were finite (or the initial
+    ones) are restored, and ``message`` says where it happened and why it may
+    have. :meth:`tfvae.VAE.fit` adds a guard by itself and raises
+    :class:`TrainingDiverged` with that message.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.message: str | None = None
+        self._epoch = 0
+        self._epoch_start_step = 0
+        self._good: tuple[list, list] | None = None
+
+    def on_train_begin(self, logs=None):
+        self.message = None
+        self._snapshot()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_start_step = self._step()
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras's batch index is the last step the execution could have run;
+        # the optimizer's count says which step it did run.
+        self._check(logs, f"batch {self._step() - self._epoch_start_step}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._check(logs, "end") and weights_are_finite(self.model):
+            self._snapshot()
 
     def _step(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
-    def _set_beta(self, step: int):
-        self.model.beta.assign(self.target * min(1.0, max(step, 0) / self.steps))
+    def _snapshot(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        self._good = ([np.array(w) for w in self.model.get_weights()],
+                      [] if optimizer is None else [np.array(v) for v in optimizer.variables])
+
+    def _check(self, logs, where) -> bool:
+        """True (and training stopped) when the loss in ``logs`` is not finite."""
+        loss = (logs or {}).get("loss")
+        if self.message:
+            return True
+        if loss is None or math.isfinite(float(loss)):
+            return False
+        self.message = (
+            f"the loss became {float(loss)} by training step {self._step()} "
+            f"(epoch {self._epoch + 1}, {where}). Likely causes: a learning rate too high "
+            f"(try a 10x smaller one), bad data (NaN or values outside the likelihood's "
+            f"support), or a learned Normal scale collapsing towards 0 (try a fixed scale, "
+            f"e.g. likelihood 'normal:0.1'). The weights of the last good epoch were restored."
+        )
+        if self._good is not None:
+            weights, optimizer_variables = self._good
+            self.model.set_weights(weights)
+            for variable, value in zip(self.model.optimizer.variables, optimizer_variables):
+                variable.assign(value)
+        self.model.stop_training = True
+        return True
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop after the epoch that ends past ``minutes`` of training; log
+    ``train_minutes`` (counting ``minutes_before``, from earlier sessions of a
+    resumed run) every epoch. ``minutes=None``: no limit, only the log.
+    ``stopped`` tells whether the budget ended the fit."""
+
+    def __init__(self, minutes: float | None, minutes_before: float = 0.0):
+        super().__init__()
+        self.minutes = minutes
+        self.minutes_before = float(minutes_before)
+        self.stopped = False
+        self._start = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        spent = self.minutes_before + (time.perf_counter() - self._start) / 60
+        if logs is not None:
+            logs["train_minutes"] = spent
+        if self.minutes is not None and spent >= self.minutes:
+            self.stopped = self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save a resumable checkpoint of a run folder after every epoch that ended finite.
+
+    See :func:`tfvae.runs.save_checkpoint` for the files and their order. An
+    epoch whose loss or weights are NaN/inf is not saved, so the last good
+    model stays in place.
+
+    Args:
+        run: the run folder.
+        history: logs of epochs completed before this fit (when resuming).
+    """
+
+    def __init__(self, run: runs.RunFolder, history: dict | None = None):
+        super().__init__()
+        self.run = run
+        self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.last_saved_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is None or not math.isfinite(float(loss)) or not weights_are_finite(self.model):
+            return
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        self.run.save_checkpoint(self.model, epoch + 1, self.history)
+        self.last_saved_epoch = epoch + 1
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """TensorBoard images after each epoch: reconstructions and samples.
+
+    ``reconstructions``: each data image beside its reconstruction E[x|z=mu];
+    ``samples``: E[x|z] for a fixed set of z ~ p(z) (the same every epoch,
+    so the images show how the decoder changes). Step = epochs completed.
+
+    Args:
+        log_dir: folder of the event file.
+        images: ``[n, *data_shape]`` data images to reconstruct.
+        num_samples: number of samples.
+        seed: seed of the samples' z.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike, images: np.ndarray, num_samples: int = 16,
+                 seed: int = 0):
+        super().__init__()
+        self.log_dir = str(Path(log_dir))
+        self.images = np.asarray(images, np.float32)
+        self.num_samples = num_samples
+        self.seed = seed
+        self.writer = None
+
+    def on_train_begin(self, logs=None):
+        self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not math.isfinite(float((logs or {}).get("loss", math.nan))):
+            return
+        pairs = tf.concat([self.images, self.model.reconstruct(self.images)], axis=2)
+        samples = self.model.sample(self.num_samples, seed=stateless_seed(self.seed), mean=True)
+        with self.writer.as_default(step=epoch + 1):
+            tf.summary.image("reconstructions", tf.clip_by_value(pairs, 0.0, 1.0),
+                             max_outputs=len(self.images),
+                             description="left: data; right: E[x|z] at z = posterior mean")
+            tf.summary.image("samples", tf.clip_by_value(samples, 0.0, 1.0),
+                             max_outputs=self.num_samples,
+                             description="E[x|z] for fixed z ~ p(z)")
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()

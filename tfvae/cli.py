@@ -19,10 +19,13 @@ Each error is one line on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import tempfile
 from pathlib import Path
+
+from tfvae.config import MAX_SEED, TrainConfig
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -58,13 +61,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ------------------------------------------------------------ argument types
-def _number(kind, low, strict, what):
+def _number(kind, low, strict, what, high=None):
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low):
+        if (not math.isfinite(value) or value < low or (strict and value == low)
+                or (high is not None and value > high)):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -94,11 +98,61 @@ def _likelihood(text):
     return text
 
 
+def _hidden_units(text):
+    try:
+        units = tuple(int(u) for u in text.split(","))
+    except ValueError:
+        units = ()
+    if not units or min(units) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
+                                         f"got {text!r}")
+    return units
+
+
+def _choices(registry: str) -> tuple[str, ...]:
+    if registry == "datasets":
+        from tfvae.datasets import names
+
+        return names()
+    if registry == "networks":
+        from tfvae.config import NETWORK_NAMES
+
+        return NETWORK_NAMES
+    from tfvae.likelihoods import LIKELIHOOD_NAMES
+
+    return LIKELIHOOD_NAMES
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per :class:`tfvae.config.TrainConfig` field, generated from the fields."""
+    for f in dataclasses.fields(TrainConfig):
+        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+        kwargs = dict(default=f.default, help=meta["help"], metavar=meta["metavar"])
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_true", help=meta["help"])
+            continue
+        if f.name == "hidden_units":
+            kwargs["type"] = _hidden_units
+        elif f.name == "likelihood":
+            kwargs["type"] = _likelihood
+        elif meta["choices"]:
+            kwargs["choices"] = _choices(meta["choices"])
+            kwargs.pop("metavar")
+        elif f.name == "seed":
+            kwargs["type"] = _number(int, 0, False, f"an integer from 0 to {MAX_SEED}", MAX_SEED)
+        elif meta["low"] is not None:
+            kind = int if f.type.startswith("int") else float
+            kwargs["type"] = {(int, True): positive_int, (int, False): non_negative_int,
+                              (float, True): positive_float,
+                              (float, False): non_negative_float}[kind, meta["strict"]]
+        parser.add_argument(flag, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of all commands (``argparse``; errors exit with code 2)."""
-    from tfvae.datasets import DATASET_NAMES
-    from tfvae.likelihoods import LIKELIHOOD_NAMES
-    from tfvae.networks import NETWORK_NAMES
+    from tfvae.datasets import names as dataset_names
+
+    DATASET_NAMES = dataset_names()
 
     formatter = _Formatter
     parser = _Parser(prog="tfvae", description="Variational auto-encoders from the command line.",
@@ -113,32 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "command after an interruption resumes after the last finished epoch; for\n"
                     "a finished run it does nothing. Datasets are read from $TFVAE_DATA_DIR,\n"
                     "else data/ (see tfvae.datasets).")
-    train.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
-                       help="validation: binarized_mnist's own split, else the last 10%% of "
-                            "train (frey_face: its last 200)")
-    train.add_argument("--likelihood", type=_likelihood, default=None,
-                       help=f"p(x|z), one of {', '.join(LIKELIHOOD_NAMES)} (default: normal "
-                            f"for frey_face, bernoulli otherwise)")
-    train.add_argument("--network", choices=NETWORK_NAMES, default="mlp",
-                       help="encoder and decoder (tfvae.networks)")
-    train.add_argument("--latent-dim", type=positive_int, default=20, metavar="D",
-                       help="size of z")
-    train.add_argument("--epochs", type=positive_int, default=20, metavar="N",
-                       help="passes over the training split")
-    train.add_argument("--batch-size", type=positive_int, default=100, metavar="B",
-                       help="examples per step")
-    train.add_argument("--learning-rate", type=positive_float, default=1e-3, metavar="LR",
-                       help="Adam's step size")
-    train.add_argument("--beta", type=non_negative_float, default=1.0,
-                       help="weight of the KL term")
-    train.add_argument("--kl-warmup", type=non_negative_int, default=0, metavar="STEPS",
-                       help="raise beta linearly from 0 over this many batches (0: off)")
-    train.add_argument("--limit", type=positive_int, default=None, metavar="N",
-                       help="at most N examples per split (quick runs)")
-    train.add_argument("--seed", type=int, default=0,
-                       help="seed of the initial weights, subsets and sampling")
-    train.add_argument("--nll-samples", type=non_negative_int, default=0, metavar="K",
-                       help="also estimate the test NLL with K importance samples")
+    _config_arguments(train)
     train.add_argument("--out", type=Path, default=None,
                        help="run folder (default: runs/DATASET)")
     train.add_argument("--overwrite", "--force", action="store_true",
@@ -200,7 +229,7 @@ def _data_arguments(parser, names):
     parser.add_argument("--dataset", choices=names, default=None,
                         help="(default: the dataset of the run that wrote the model)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test",
-                        help="valid: the validation split that 'tfvae train' held out")
+                        help="the dataset's splits, as in tfvae.datasets and 'tfvae train'")
 
 
 # ------------------------------------------------------------------ checks
@@ -229,10 +258,12 @@ def _dataset_of(args) -> str:
     """``--dataset``, else the dataset in the run_config.json beside the model."""
     if args.dataset:
         return args.dataset
-    from tfvae.checkpoints import read_json
-    from tfvae.training import RUN_CONFIG
+    from tfvae.runs import RUN_CONFIG, RunFolder, RunFolderError
 
-    stored = read_json(args.model.parent / RUN_CONFIG) or {}
+    try:
+        stored = RunFolder(args.model.parent).stored_config() or {}
+    except RunFolderError:
+        stored = {}
     if "dataset" not in stored:
         raise UsageError(f"no --dataset given and no {RUN_CONFIG} beside {args.model} names one.")
     return stored["dataset"]
@@ -252,22 +283,22 @@ def _print_metrics(metrics: dict) -> None:
 
 # ---------------------------------------------------------------- commands
 def _train(args) -> int:
-    from tfvae import training
+    from tfvae import runs, training
 
-    config = training.TrainConfig(
-        dataset=args.dataset, likelihood=args.likelihood, network=args.network,
-        latent_dim=args.latent_dim, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, beta=args.beta, kl_warmup=args.kl_warmup,
-        limit=args.limit, seed=args.seed, nll_samples=args.nll_samples)
+    try:
+        config = TrainConfig(**{f.name: getattr(args, f.name)
+                                for f in dataclasses.fields(TrainConfig)})
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     out = writable_dir(args.out or Path("runs") / args.dataset)
     if not args.overwrite:
         try:
-            status = training.run_status(out, config)
-        except training.RunConfigMismatch as error:
+            status = runs.RunFolder(out).status(config.identity(), TrainConfig.defaults())
+        except runs.RunFolderError as error:
             raise UsageError(str(error)) from None
         if status == "complete":
             print(f"{out} already holds this finished run ({config.epochs} epochs); nothing to "
-                  f"do. Its metrics are in {out / training.METRICS}; pass --overwrite to train "
+                  f"do. Its metrics are in {out / runs.METRICS}; pass --overwrite to train "
                   f"again.")
             return EXIT_OK
     verbose = args.verbose if args.verbose is not None else 1 if sys.stdout.isatty() else 2
@@ -275,8 +306,8 @@ def _train(args) -> int:
     for split in ("train", "validation", "test"):
         print(f"{split} (nats per example):")
         _print_metrics(metrics[split])
-    print(f"Wrote {out}: {training.MODEL}, {training.METRICS}, {training.SAMPLES_PNG}, "
-          f"{training.RECONSTRUCTIONS_PNG}, {training.LOGS}/ (tensorboard --logdir {out / 'logs'})")
+    print(f"Wrote {out}: {runs.MODEL}, {runs.METRICS}, {runs.SAMPLES_PNG}, "
+          f"{runs.RECONSTRUCTIONS_PNG}, {runs.LOGS}/ (tensorboard --logdir {out / runs.LOGS})")
     return EXIT_OK
 
 
@@ -293,31 +324,32 @@ def _sample(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from tfvae import checkpoints, training
+    from tfvae import datasets, training
+    from tfvae.files import write_json
 
     writable_dir(args.model.parent if args.out is None else args.out.parent)
     model = _load_model(args.model)
     dataset = _dataset_of(args)
     out = args.out or args.model.parent / f"evaluation-{dataset}-{args.split}.json"
-    x = training.load_split(dataset, args.split, args.limit)
+    x = datasets.load(dataset, args.split, args.limit)[0]
     _check_shape(model, x, dataset)
     metrics = training.evaluate(model, x, args.batch_size, args.nll_samples,
                                 verbose=1 if sys.stdout.isatty() else 2)
     metrics.update(model=str(args.model), dataset=dataset, split=args.split, examples=len(x))
     print(f"{dataset} {args.split} ({len(x)} examples, nats per example):")
     _print_metrics(metrics)
-    checkpoints.write_json(out, metrics)
+    write_json(out, metrics)
     print(f"Wrote {out}")
     return EXIT_OK
 
 
 def _interpolate(args) -> int:
-    from tfvae import latent, plot, training
+    from tfvae import datasets, latent, plot
 
     writable_dir(args.out.parent)
     model = _load_model(args.model)
     dataset = _dataset_of(args)
-    x = training.load_split(dataset, args.split)
+    x = datasets.load(dataset, args.split)[0]
     _check_shape(model, x, dataset)
     for name in ("index_a", "index_b"):
         if getattr(args, name) >= len(x):
@@ -343,14 +375,15 @@ def main(argv: list[str] | None = None) -> int:
         print("tfvae: error: a COMMAND is required (see tfvae --help)", file=sys.stderr)
         return EXIT_USAGE
 
+    from tfvae.callbacks import TrainingDiverged
     from tfvae.checkpoints import ModelFileError
     from tfvae.datasets import DatasetCorruptError, DatasetUnavailableError
-    from tfvae.training import TrainingDiverged
+    from tfvae.runs import RunFolderError
 
     prog = f"tfvae {args.command}"
     try:
         return args.handler(args)
-    except UsageError as error:
+    except (UsageError, RunFolderError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (DatasetUnavailableError, DatasetCorruptError, TrainingDiverged,

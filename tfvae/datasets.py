@@ -1,5 +1,16 @@
 """Datasets of the VAE literature, verified by hash, as float32 arrays in [0, 1].
 
+Each dataset is one :class:`Dataset` record in ``DATASETS``: its files and
+their hashes, its parser, its shape, its label names, its split policy and
+its default likelihood. The loader, the CLI's choices, ``tfvae train``, the
+notebooks and the README's table all read these records; adding a dataset is
+adding one record (:func:`register`).
+
+Every dataset has the splits ``"train"``, ``"valid"`` and ``"test"``, the
+same everywhere: where the source has no validation file, ``"valid"`` is the
+last examples of its training file (``Dataset.held_out``) and ``"train"`` the
+rest.
+
 Files are looked for in the data directory (``$TFVAE_DATA_DIR``, else
 ``data/`` at the project root, else ``~/.tfvae/data``) under the same layout as
 their download sites, e.g. ``mnist/train-images-idx3-ubyte.gz``. A file that
@@ -16,16 +27,19 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-DATASET_NAMES = ("mnist", "binarized_mnist", "fashion_mnist", "frey_face")
+from tfvae.files import atomic_path
+from tfvae.seeds import subset_indices
+
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,7 @@ _FASHION_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 _BINARIZED_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 _FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
 
-FILES = {
+_FILES = {
     f.path: f
     for f in (
         RemoteFile("mnist/train-images-idx3-ubyte.gz", _MNIST_URL + "train-images-idx3-ubyte.gz",
@@ -117,7 +131,7 @@ def fetch(relative_path: str, directory: str | os.PathLike | None = None) -> Pat
         DatasetCorruptError: the file found (or downloaded) has the wrong hash.
         DatasetUnavailableError: the file is missing and cannot be downloaded.
     """
-    remote = FILES[relative_path]
+    remote = FILES[relative_path]  # every registered dataset's files
     root = Path(directory) if directory is not None else data_dir()
     path = root / remote.path
     if not path.exists():
@@ -146,25 +160,20 @@ def _download(remote: RemoteFile, path: Path) -> None:
             f"to a writable folder, or put the file there (sha256 {remote.sha256})."
         ) from error
     print(f"Downloading {remote.url} -> {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
-            shutil.copyfileobj(response, out, length=1 << 20)
-        found = sha256_of(Path(tmp))
-        if found != remote.sha256:
-            raise DatasetCorruptError(
-                f"download of {remote.url} has sha256 {found}; expected {remote.sha256}."
-            )
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".part") as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+                shutil.copyfileobj(response, out, length=1 << 20)
+            found = sha256_of(tmp)
+            if found != remote.sha256:
+                raise DatasetCorruptError(
+                    f"download of {remote.url} has sha256 {found}; expected {remote.sha256}.")
     except (urllib.error.URLError, OSError) as error:
         raise DatasetUnavailableError(
             f"{path} is missing and could not be downloaded from {remote.url} ({error}). "
             f"Put a copy there (sha256 {remote.sha256}), or set TFVAE_DATA_DIR to a folder "
             f"holding {remote.path}."
         ) from error
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ------------------------------------------------------------------ parsers
@@ -199,20 +208,137 @@ def read_frey(path: Path) -> np.ndarray:
     return loadmat(path)["ff"].T.reshape(-1, 28, 20)
 
 
+# ------------------------------------------------------------------ records
+Reader = Callable[[Callable[[str], Path], str], tuple[np.ndarray, "np.ndarray | None"]]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Everything tfvae knows about one dataset.
+
+    Attributes:
+        name: what ``load`` and ``--dataset`` call it.
+        about: one line for the README table and ``--help``.
+        files: its files (paths relative to the data directory, URLs, hashes).
+        read: ``read(fetch, part) -> (images, labels)``: ``fetch(path)`` gives
+            a verified local file; ``part`` is one of ``parts``; images are
+            ``[N, H, W]`` raw values (divided by ``scale`` to get [0, 1]),
+            labels ``[N]`` ints or None.
+        parts: the parts its files hold, ``("train", "test")`` or all of
+            ``SPLITS``.
+        held_out: when there is no ``"valid"`` part, the validation split is
+            the last ``held_out`` examples of the train part (an int), or that
+            fraction of it (a float).
+        shape: one example, ``(H, W, 1)``.
+        sizes: examples in each split.
+        scale: raw value of a white pixel.
+        likelihood: default p(x|z) (a :func:`tfvae.likelihoods.get_likelihood` name).
+        label_names: class names, index = label; None if unlabelled.
+        binarizable: grey images that ``binarized=True`` may binarize.
+    """
+
+    name: str
+    about: str
+    files: tuple[RemoteFile, ...]
+    read: Reader
+    parts: tuple[str, ...]
+    held_out: int | float
+    shape: tuple[int, int, int]
+    sizes: dict[str, int]
+    scale: float = 255.0
+    likelihood: str = "bernoulli"
+    label_names: tuple[str, ...] | None = None
+    binarizable: bool = False
+
+
+DATASETS: dict[str, Dataset] = {}
+FILES: dict[str, RemoteFile] = {}
+
+
+def register(dataset: Dataset) -> Dataset:
+    """Add ``dataset`` (replacing one of the same name); returns it."""
+    DATASETS[dataset.name] = dataset
+    FILES.update({f.path: f for f in dataset.files})
+    return dataset
+
+
+def names() -> tuple[str, ...]:
+    """Names of the registered datasets."""
+    return tuple(DATASETS)
+
+
+def get(name: str) -> Dataset:
+    """The record of ``name``; ``ValueError`` naming the choices if unknown."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}. Expected one of {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
+
+def _idx_reader(folder: str) -> Reader:
+    def read(fetch, part):
+        prefix = "train" if part == "train" else "t10k"
+        images = read_idx(fetch(f"{folder}/{prefix}-images-idx3-ubyte.gz"))
+        labels = read_idx(fetch(f"{folder}/{prefix}-labels-idx1-ubyte.gz")).astype(np.int64)
+        return images, labels
+
+    return read
+
+
+def _read_binarized(fetch, part):
+    return read_amat(fetch(f"binarized_mnist/binarized_mnist_{part}.amat")), None
+
+
+FREY_TEST = 200
+
+
+def _read_frey_face(fetch, part):
+    """A fixed shuffle (seed 1965) of the 1965 faces: the last 200 are the test part."""
+    faces = read_frey(fetch("frey_face/frey_rawface.mat"))
+    order = np.random.default_rng(1965).permutation(len(faces))
+    order = order[:-FREY_TEST] if part == "train" else order[-FREY_TEST:]
+    return faces[np.sort(order)], None
+
+
+def _files(prefix: str) -> tuple[RemoteFile, ...]:
+    return tuple(f for path, f in _FILES.items() if path.startswith(prefix))
+
+
+DIGITS = tuple(str(d) for d in range(10))
+FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+           "Bag", "Ankle boot")
+
+register(Dataset(
+    "mnist", "grey MNIST (IDX files); `binarized=True` for a fixed binarization, "
+    "`make_dataset(..., dynamic_binarization=True)` to redraw every epoch",
+    _files("mnist/"), _idx_reader("mnist"), ("train", "test"), 0.1, (28, 28, 1),
+    {"train": 54000, "valid": 6000, "test": 10000}, label_names=DIGITS, binarizable=True))
+register(Dataset(
+    "binarized_mnist", "the fixed binarization of Larochelle & Murray (2011)",
+    _files("binarized_mnist/"), _read_binarized, SPLITS, 0, (28, 28, 1),
+    {"train": 50000, "valid": 10000, "test": 10000}, scale=1.0))
+register(Dataset(
+    "fashion_mnist", "Fashion-MNIST", _files("fashion-mnist/"), _idx_reader("fashion-mnist"),
+    ("train", "test"), 0.1, (28, 28, 1), {"train": 54000, "valid": 6000, "test": 10000},
+    label_names=FASHION, binarizable=True))
+register(Dataset(
+    "frey_face", "Frey Face, the real-valued data of Kingma & Welling (fixed shuffle)",
+    _files("frey_face/"), _read_frey_face, ("train", "test"), 200, (28, 20, 1),
+    {"train": 1565, "valid": 200, "test": 200}, likelihood="normal"))
+
+
+def markdown_table() -> str:
+    """The README's table of datasets, from the records."""
+    rows = ["| name | what | shape | train / valid / test | default likelihood | labels |",
+            "|---|---|---|---|---|---|"]
+    for d in DATASETS.values():
+        sizes = " / ".join(f"{d.sizes[s]:,}" for s in SPLITS)
+        labels = f"{len(d.label_names)} classes" if d.label_names else "none"
+        rows.append(f"| `{d.name}` | {d.about} | {'×'.join(map(str, d.shape))} | {sizes} | "
+                    f"`{d.likelihood}` | {labels} |")
+    return "\n".join(rows)
+
+
 # ------------------------------------------------------------------ loaders
-def _to_float(images: np.ndarray, scale: float) -> np.ndarray:
-    return (images.astype(np.float32) / scale)[..., None]
-
-
-def _subset(x, y, limit, seed):
-    """A random subset of ``limit`` rows (files may be sorted by class)."""
-    if limit is None or limit >= len(x):
-        return x, y
-    index = np.random.default_rng(seed).permutation(len(x))[:limit]
-    index.sort()
-    return x[index], (None if y is None else y[index])
-
-
 def binarize(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """A fixed stochastic binarisation: each pixel is 1 with probability x."""
     rng = np.random.default_rng(seed)
@@ -225,48 +351,46 @@ def load(name: str, split: str = "train", limit: int | None = None, binarized: b
     """Load a dataset split as ``(x, y)``.
 
     Args:
-        name: one of ``DATASET_NAMES``.
-        split: ``"train"`` or ``"test"``; ``binarized_mnist`` also has
-            ``"valid"``; ``frey_face`` has ``"train"`` (first 1765 of a fixed
-            shuffle), ``"test"`` (the last 200) and ``"all"``.
-        limit: keep a random subset of this many examples (for quick runs).
-        binarized: for ``mnist``/``fashion_mnist``, binarise once with a
-            fixed seed (static binarisation); for dynamic binarisation use
-            ``make_dataset(..., dynamic_binarization=True)``.
+        name: a registered dataset (:func:`names`).
+        split: ``"train"``, ``"valid"`` or ``"test"`` (see the module
+            docstring: the same splits for every dataset and every caller).
+        limit: keep a fixed random subset of at most this many examples (in
+            file order; files may be sorted by class).
+        binarized: for grey datasets (``mnist``, ``fashion_mnist``),
+            binarise once with a fixed seed (static binarisation); for
+            dynamic binarisation use ``make_dataset(..., dynamic_binarization=True)``.
         seed: seed of the subset and of the binarisation.
         directory: data directory (default :func:`data_dir`).
 
     Returns:
         ``x``: float32 ``[N, H, W, 1]`` in [0, 1]; ``y``: int labels ``[N]``
-        or ``None`` (binarized MNIST and Frey Face have none).
+        or ``None`` (unlabelled datasets).
     """
-    splits = {"binarized_mnist": ("train", "valid", "test"),
-              "frey_face": ("train", "test", "all")}.get(name, ("train", "test"))
-    if name not in DATASET_NAMES:
-        raise ValueError(f"Unknown dataset {name!r}. Expected one of {', '.join(DATASET_NAMES)}.")
-    if split not in splits:
-        raise ValueError(f"{name} has no split {split!r}. Expected one of {', '.join(splits)}.")
+    dataset = get(name)
+    if split not in SPLITS:
+        raise ValueError(f"{name} has no split {split!r}. Expected one of {', '.join(SPLITS)}.")
+    if limit is not None:
+        from tfvae.validation import check_count
 
-    def get(path):
-        return fetch(path, directory)
-
-    y = None
-    if name in ("mnist", "fashion_mnist"):
-        folder = "mnist" if name == "mnist" else "fashion-mnist"
-        prefix = "train" if split == "train" else "t10k"
-        x = _to_float(read_idx(get(f"{folder}/{prefix}-images-idx3-ubyte.gz")), 255.0)
-        y = read_idx(get(f"{folder}/{prefix}-labels-idx1-ubyte.gz")).astype(np.int64)
-        if binarized:
-            x = binarize(x, seed)
-    elif name == "binarized_mnist":
-        x = _to_float(read_amat(get(f"binarized_mnist/binarized_mnist_{split}.amat")), 1.0)
-    else:
-        x = _to_float(read_frey(get("frey_face/frey_rawface.mat")), 255.0)
-        order = np.random.default_rng(1965).permutation(len(x))
-        if split != "all":
-            order = order[:-200] if split == "train" else order[-200:]
-        x = x[np.sort(order)]
-    return _subset(x, y, limit, seed)
+        limit = check_count(limit, "limit", low=1)
+    if binarized and not dataset.binarizable:
+        raise ValueError(f"binarized=True is for grey datasets "
+                         f"({', '.join(d.name for d in DATASETS.values() if d.binarizable)}); "
+                         f"{name} is not one.")
+    part = split if split in dataset.parts else "train"
+    x, y = dataset.read(lambda path: fetch(path, directory), part)
+    if part != split or (split == "train" and "valid" not in dataset.parts):
+        held_out = dataset.held_out
+        n_valid = held_out if isinstance(held_out, int) else round(held_out * len(x))
+        keep = slice(len(x) - n_valid, None) if split == "valid" else slice(0, len(x) - n_valid)
+        x, y = x[keep], (None if y is None else y[keep])
+    x = (x.astype(np.float32) / dataset.scale)[..., None]
+    if binarized:
+        x = binarize(x, seed)
+    index = subset_indices(len(x), limit, seed)
+    if index is not None:
+        x, y = x[index], (None if y is None else y[index])
+    return x, y
 
 
 def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
@@ -290,9 +414,8 @@ def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
                  else tf.random.Generator.from_non_deterministic_state())
         ds = ds.map(lambda b: tf.cast(noise.uniform(tf.shape(b)) < b, tf.float32))
     # The data are in memory, so two batches in flight keep any device fed.
-    # tf.data's autotuner is switched off: on a 2-core CPU it made every step
-    # of some passes wait, halving their throughput (5 of 18 passes in
-    # benchmarks/tfdata_autotune.py); with data in memory it has nothing to tune.
+    # tf.data's autotuner is switched off: with data in memory it has nothing
+    # to tune, and on small CPUs it slowed some passes (benchmarks/README.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(2).with_options(options)

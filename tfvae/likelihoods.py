@@ -94,9 +94,8 @@ def bernoulli_log_prob(x: tf.Tensor, logits: tf.Tensor):
     Value: ``x * l - softplus(l)``, written as in
     ``tf.nn.sigmoid_cross_entropy_with_logits`` so that nothing overflows.
     Gradient w.r.t. the logits: ``x - sigmoid(l)``, written out because
-    autodiff of the element-wise ops that compute the value runs about ten
-    passes over a [B, 784] tensor: on 2 CPU cores the written-out gradient
-    made MLP VAE training steps 10-19% faster (``benchmarks/step_parts.py``).
+    autodiff of the element-wise ops that compute the value makes many passes
+    over a [B, 784] tensor (speed-up measured in ``benchmarks/README.md``).
     """
     value = logits * x - tf.nn.relu(logits) - tf.math.log1p(tf.exp(-tf.abs(logits)))
 
@@ -143,11 +142,18 @@ class Normal(Likelihood):
         per_pixel: with ``scale="learned"``, learn one scale per data value
             instead of one global scale.
         init_scale: starting value of a learned scale.
+        mean: ``"identity"`` (the decoder output is the mean) or ``"sigmoid"``
+            (the mean is ``sigmoid(decoder output)``, in (0, 1), as for
+            Kingma & Welling's Frey Face decoder).
     """
 
+    MEANS = ("identity", "sigmoid")
+
     def __init__(self, scale: float | str = "learned", per_pixel: bool = False,
-                 init_scale: float = 0.1, **kwargs):
+                 init_scale: float = 0.1, mean: str = "identity", **kwargs):
         super().__init__(**kwargs)
+        if mean not in self.MEANS:
+            raise ValueError(f"Normal mean must be one of {', '.join(self.MEANS)}, got {mean!r}.")
         if isinstance(scale, str):
             if scale != "learned":
                 raise ValueError(
@@ -160,6 +166,7 @@ class Normal(Likelihood):
         self.scale = scale
         self.per_pixel = bool(per_pixel)
         self.init_scale = float(init_scale)
+        self.mean = mean
 
     @property
     def learned(self) -> bool:
@@ -183,11 +190,13 @@ class Normal(Likelihood):
         return tf.constant(self.scale, tf.float32)
 
     def _base_distribution(self, params):
-        return tfd.Normal(loc=params, scale=self.stddev())
+        loc = tf.sigmoid(params) if self.mean == "sigmoid" else params
+        return tfd.Normal(loc=loc, scale=self.stddev())
 
     def get_config(self):
         config = super().get_config()
-        config.update(scale=self.scale, per_pixel=self.per_pixel, init_scale=self.init_scale)
+        config.update(scale=self.scale, per_pixel=self.per_pixel, init_scale=self.init_scale,
+                      mean=self.mean)
         return config
 
 
@@ -196,16 +205,18 @@ _NAMED = {
     "continuous_bernoulli": lambda: ContinuousBernoulli(),
     "normal": lambda: Normal(scale="learned"),
     "normal_per_pixel": lambda: Normal(scale="learned", per_pixel=True),
+    "normal_sigmoid": lambda: Normal(scale="learned", mean="sigmoid"),
 }
-LIKELIHOOD_NAMES = (*_NAMED, "normal:<scale>")
+LIKELIHOOD_NAMES = (*_NAMED, "normal:<scale>", "normal_sigmoid:<scale>")
 
 
 def get_likelihood(spec: str | Likelihood) -> Likelihood:
     """A :class:`Likelihood` from a name or an instance.
 
     Names: ``"bernoulli"``, ``"continuous_bernoulli"``, ``"normal"`` (learned
-    global scale), ``"normal_per_pixel"`` (learned scale per value) and
-    ``"normal:0.1"`` (fixed standard deviation 0.1).
+    global scale), ``"normal_per_pixel"`` (learned scale per value),
+    ``"normal:0.1"`` (fixed standard deviation 0.1), and ``"normal_sigmoid"``,
+    ``"normal_sigmoid:0.1"``: the same with mean ``sigmoid(decoder output)``.
     """
     if isinstance(spec, Likelihood):
         return spec
@@ -213,13 +224,15 @@ def get_likelihood(spec: str | Likelihood) -> Likelihood:
         name = spec.strip().lower()
         if name in _NAMED:
             return _NAMED[name]()
-        if name.startswith("normal:"):
+        prefix, _, value = name.partition(":")
+        if value and prefix in ("normal", "normal_sigmoid"):
             try:
-                scale = float(name.split(":", 1)[1])
+                scale = float(value)
             except ValueError:
                 scale = None
             if scale is not None and scale > 0 and math.isfinite(scale):
-                return Normal(scale=scale)
+                mean = "sigmoid" if prefix == "normal_sigmoid" else "identity"
+                return Normal(scale=scale, mean=mean)
     raise ValueError(
         f"Unknown likelihood {spec!r}. Expected one of {', '.join(LIKELIHOOD_NAMES)} "
         "or a tfvae.likelihoods.Likelihood instance."

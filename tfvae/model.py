@@ -7,7 +7,6 @@ importance samples, ``data_shape`` the shape of one example (e.g.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import keras
@@ -16,10 +15,19 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import importance
+from tfvae.callbacks import NonFiniteLossGuard, TrainingDiverged
 from tfvae.likelihoods import Likelihood, get_likelihood
 from tfvae.optimizers import get_optimizer
+from tfvae.priors import FixedPrior, Prior, get_prior
 from tfvae.seeds import stateless_seed
-from tfvae.validation import check_data, first_batch
+from tfvae.validation import (
+    assert_valid_batch,
+    check_count,
+    check_data,
+    check_number,
+    first_batch,
+    invalid_batch_error,
+)
 
 tfd = tfp.distributions
 
@@ -31,15 +39,8 @@ MIN_POSTERIOR_SCALE = 1e-4
 DEFAULT_STEPS_PER_EXECUTION = 64
 
 
-def standard_normal_prior(latent_dim: int) -> tfd.Distribution:
-    """p(z) = N(0, I) over ``latent_dim`` dimensions (event shape ``[D]``)."""
-    return tfd.MultivariateNormalDiag(
-        loc=tf.zeros([latent_dim]), scale_diag=tf.ones([latent_dim])
-    )
-
-
 def _has_analytic_kl(latent_dim: int, prior: tfd.Distribution) -> bool:
-    q = standard_normal_prior(latent_dim)
+    q = tfd.MultivariateNormalDiag(loc=tf.zeros([latent_dim]), scale_diag=tf.ones([latent_dim]))
     try:
         tfd.kl_divergence(q, prior)
     except NotImplementedError:
@@ -61,10 +62,16 @@ class VAE(keras.Model):
         likelihood: p(x|z): a name (``"bernoulli"``, ``"continuous_bernoulli"``,
             ``"normal"``, ``"normal_per_pixel"``, ``"normal:0.1"``) or a
             :class:`tfvae.likelihoods.Likelihood`.
-        prior: p(z), any TFP distribution with event shape ``[D]``; default
-            standard Normal. (A custom prior is not saved by ``model.save``.)
-        beta: weight of the KL term (1 gives the ELBO; see
-            :class:`tfvae.callbacks.KLWarmup`).
+        prior: p(z): ``None`` or ``"standard_normal"`` (the default), a
+            :class:`tfvae.priors.Prior` (saved with the model), or any TFP
+            distribution with event shape ``[D]`` (not saved by ``model.save``).
+        beta: weight of the KL term (1 gives the ELBO).
+        kl_warmup_steps: if above 0, the KL weight rises linearly from 0 to
+            ``beta`` over this many training steps (KL warm-up, Bowman et al.
+            2016; Sønderby et al. 2016): step ``i`` (the optimizer's step
+            count) uses ``beta * min(1, i / kl_warmup_steps)``, computed in
+            the graph, so it is exact for any ``steps_per_execution`` and a
+            resumed run continues the schedule.
         kl: ``"analytic"`` (closed form, falling back to Monte Carlo with a
             warning where TFP has none) or ``"mc"`` (one-sample estimate
             log q(z|x) - log p(z) at the same z as the reconstruction term).
@@ -76,13 +83,19 @@ class VAE(keras.Model):
     where ``reconstruction = -E_q[log p(x|z)]`` (one reparameterised sample)
     and ``kl = KL(q(z|x) || p(z))``. ``fit``/``evaluate`` report ``loss``,
     ``reconstruction``, ``kl`` and ``elbo`` (per example, nats).
+
+    Every batch is checked inside the compiled step (finite, within the
+    likelihood's support): a bad batch stops ``fit``/``evaluate`` with a
+    ``ValueError`` naming it. ``fit`` also stops at a NaN/inf loss, restores
+    the weights of the last good epoch and raises
+    :class:`tfvae.callbacks.TrainingDiverged`.
     """
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, latent_dim: int,
                  likelihood: str | Likelihood = "bernoulli",
-                 prior: tfd.Distribution | None = None, beta: float = 1.0,
+                 prior: str | Prior | tfd.Distribution | None = None, beta: float = 1.0,
                  kl: str = "analytic", iw_samples: int = 0, seed: int | None = None,
-                 **kwargs):
+                 kl_warmup_steps: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -92,17 +105,11 @@ class VAE(keras.Model):
         self.likelihood = get_likelihood(likelihood)
         self.likelihood.build_for(self.data_shape)
 
-        self.custom_prior = prior is not None
-        self.prior = prior if prior is not None else standard_normal_prior(self.latent_dim)
-        if tuple(self.prior.event_shape) != (self.latent_dim,) or tuple(self.prior.batch_shape):
-            raise ValueError(
-                f"prior has batch shape {self.prior.batch_shape} and event shape "
-                f"{self.prior.event_shape}; expected batch shape [] and event shape "
-                f"[{self.latent_dim}] (latent_dim)."
-            )
+        self.latent_prior = get_prior(prior)
+        self.latent_prior.build_for(self.latent_dim)
         if kl not in KL_MODES:
             raise ValueError(f"Unknown kl {kl!r}. Expected one of {', '.join(KL_MODES)}.")
-        self.kl = kl
+        self.kl_mode = kl
         self.analytic_kl = kl == "analytic" and _has_analytic_kl(self.latent_dim, self.prior)
         if kl == "analytic" and not self.analytic_kl:
             warnings.warn(
@@ -110,15 +117,15 @@ class VAE(keras.Model):
                 f"{type(self.prior).__name__}; using the Monte-Carlo estimate.",
                 stacklevel=2,
             )
-        if not (isinstance(beta, (int, float)) and beta >= 0 and math.isfinite(beta)):
-            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}.")
-        # A variable, so that callbacks (KL warm-up) can change it between
-        # steps without retracing the compiled training step.
+        beta = check_number(beta, "beta", low=0.0)
+        # A variable, so that it can be changed between fits without retracing
+        # the compiled training step.
         self.beta = self.add_weight(
             name="beta", shape=(), dtype="float32", trainable=False,
             initializer=keras.initializers.Constant(float(beta)), autocast=False,
         )
-        self.iw_samples = int(iw_samples)
+        self.iw_samples = check_count(iw_samples, "iw_samples", low=0)
+        self.kl_warmup_steps = check_count(kl_warmup_steps, "kl_warmup_steps", low=0)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -148,8 +155,17 @@ class VAE(keras.Model):
     def _next_seed(self) -> tf.Tensor:
         return tf.cast(self.seed_generator.next(), tf.int32)
 
+    @property
+    def prior(self) -> tfd.Distribution:
+        """p(z), a TFP distribution with event shape ``[D]``."""
+        return self.latent_prior.distribution()
+
     def posterior(self, x, training: bool = False) -> tfd.MultivariateNormalDiag:
-        """q(z|x) without input checks (for use inside compiled code)."""
+        """q(z|x), the encoder's diagonal Gaussian: batch shape ``[B]``, event ``[D]``.
+
+        The public :meth:`encode` is this plus eager input checks; compiled
+        code (training and test steps) calls ``posterior`` directly.
+        """
         params = tf.cast(self.encoder(x, training=training), tf.float32)
         loc, raw_scale = tf.split(params, 2, axis=-1)
         scale = tf.nn.softplus(raw_scale) + MIN_POSTERIOR_SCALE
@@ -164,7 +180,7 @@ class VAE(keras.Model):
         return self.likelihood.distribution(params)
 
     def encode(self, x) -> tfd.MultivariateNormalDiag:
-        """q(z|x), a diagonal Gaussian: batch shape ``[B]``, event shape ``[D]``."""
+        """:meth:`posterior` after checking ``x`` (shape, dtype, NaN, support)."""
         self._check(x, "x")
         return self.posterior(tf.convert_to_tensor(x))
 
@@ -188,9 +204,10 @@ class VAE(keras.Model):
     # -------------------------------------------------------------- training
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = assert_valid_batch(x, self.likelihood.support, self.optimizer.iterations + 1)
         with tf.GradientTape() as tape:
             reconstruction, kl = self.elbo_terms(x, training=True)
-            beta = self._kl_weight()
+            beta = self.kl_weight()
             loss = tf.reduce_mean(reconstruction + beta * kl)
             if self.losses:
                 loss += tf.add_n(self.losses)
@@ -202,32 +219,37 @@ class VAE(keras.Model):
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         self._update_metrics(reconstruction, kl, beta)
-        return {m.name: m.result() for m in self.metrics[:4]}
+        return self._metric_results()
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = assert_valid_batch(x, self.likelihood.support)
         reconstruction, kl = self.elbo_terms(x, training=False)
         if self.iw_samples > 1:
             bound = importance.iw_bound(self, x, self.iw_samples, seed=self._next_seed())
             self.iw_elbo_tracker.update_state(bound)
-        self._update_metrics(reconstruction, kl)
-        return {m.name: m.result() for m in self.metrics}
+        self._update_metrics(reconstruction, kl, self.kl_weight())
+        metrics = self._metric_results()
+        if self.iw_samples > 1:
+            metrics["iw_elbo"] = self.iw_elbo_tracker.result()
+        return metrics
 
-    def _kl_weight(self) -> tf.Tensor:
-        """Beta of this training step: ``self.beta``, or, while a
-        :class:`tfvae.callbacks.KLWarmup` runs (it sets ``_kl_warmup`` to
-        ``(steps, target)``), ``target * min(1, step / steps)`` from the
-        optimizer's step count, computed in the graph, so that it changes
-        every step even with ``steps_per_execution > 1``."""
-        warmup = getattr(self, "_kl_warmup", None)
-        if warmup is None:
-            return self.beta
-        steps, target = warmup
-        step = tf.cast(self.optimizer.iterations, tf.float32)
-        return target * tf.minimum(1.0, step / steps)
+    def kl_weight(self) -> tf.Tensor:
+        """The KL weight of the current step: ``beta``, or during the warm-up
+        ``beta * min(1, step / kl_warmup_steps)`` from the optimizer's step
+        count (0 before the model is compiled)."""
+        if not self.kl_warmup_steps:
+            return tf.convert_to_tensor(self.beta)
+        optimizer = getattr(self, "optimizer", None)
+        step = 0.0 if optimizer is None else tf.cast(optimizer.iterations, tf.float32)
+        return self.beta * tf.minimum(1.0, step / self.kl_warmup_steps)
 
-    def _update_metrics(self, reconstruction, kl, beta=None):
-        beta = self.beta if beta is None else beta
+    def _metric_results(self) -> dict[str, tf.Tensor]:
+        return {"loss": self.loss_tracker.result(),
+                "reconstruction": self.reconstruction_tracker.result(),
+                "kl": self.kl_tracker.result(), "elbo": self.elbo_tracker.result()}
+
+    def _update_metrics(self, reconstruction, kl, beta):
         self.loss_tracker.update_state(reconstruction + beta * kl)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
@@ -253,23 +275,19 @@ class VAE(keras.Model):
             optimizer: as for ``keras.Model.compile``, except that ``"adam"``
                 (the default) is :class:`tfvae.optimizers.FusedAdam`: Keras's
                 Adam, same math, with each variable's update one fused kernel
-                (MLPs trained 1.20-1.23x faster on 2 CPU cores in
-                ``benchmarks/train_speed.py``; the conv VAE as fast).
+                (faster on CPUs; see ``benchmarks/README.md``).
             jit_compile: ``True``/``False``, or ``"auto"`` (default): XLA where
                 Keras's own ``"auto"`` chooses it, i.e. on a GPU, outside a
-                ``tf.distribute`` strategy, and not with ``run_eagerly``. On a
-                CPU, XLA made the conv VAE 1.5x slower in
-                ``benchmarks/train_speed.py`` and the MLPs no faster than
-                these defaults.
+                ``tf.distribute`` strategy, and not with ``run_eagerly`` (on a
+                CPU XLA gained nothing in ``benchmarks/train_speed.py``).
             steps_per_execution: an int >= 1, or ``"auto"`` (default):
                 ``DEFAULT_STEPS_PER_EXECUTION`` training steps per call of the
                 compiled function, which removes most of Keras's per-step
                 overhead (see ``benchmarks/README.md``); 1 with
                 ``run_eagerly`` or under a ``tf.distribute`` strategy (Keras
                 3.15's multi-step loop fails with ``MirroredStrategy``).
-                Batch-level callbacks then run every that many steps
-                (:class:`tfvae.callbacks.KLWarmup` still sets beta for every
-                step).
+                Batch-level callbacks then run every that many steps (the KL
+                warm-up, computed in the graph, still changes every step).
             **kwargs: other ``keras.Model.compile`` arguments, except ``loss``.
 
         Explicit values win over the defaults. A saved model stores ``"auto"``
@@ -307,18 +325,44 @@ class VAE(keras.Model):
         if batch is not None:
             check_data(batch, self.data_shape, self.likelihood.support, name)
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+    def fit(self, x=None, y=None, *args, validation_data=None, callbacks=None, **kwargs):
+        """``keras.Model.fit``, with checks of ``x`` before any work and a
+        :class:`tfvae.callbacks.NonFiniteLossGuard` unless one is given.
+
+        Raises:
+            ValueError: bad data (in any batch: shape, dtype, NaN/inf, values
+                outside the likelihood's support).
+            TrainingDiverged: the loss became NaN/inf; the weights of the
+                last good epoch (or the initial ones) were restored.
+        """
         self._check(x, "x")
         if validation_data is not None:
             val = validation_data
             if isinstance(val, (tuple, list)):
                 val = val[0]
             self._check(val, "validation_data")
-        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        callbacks = list(callbacks or [])
+        guard = next((c for c in callbacks if isinstance(c, NonFiniteLossGuard)), None)
+        if guard is None:
+            guard = NonFiniteLossGuard()
+            callbacks.append(guard)
+        with invalid_batch_error("x"):
+            history = super().fit(x, y, *args, validation_data=validation_data,
+                                  callbacks=callbacks, **kwargs)
+        if guard.message:
+            raise TrainingDiverged(guard.message)
+        return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check(x, "x")
-        return super().evaluate(x, y, *args, **kwargs)
+        with invalid_batch_error("x"):
+            return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """E[x|z] at one z ~ q(z|x) per example (:meth:`call`), after checking ``x``."""
+        self._check(x, "x")
+        with invalid_batch_error("x"):
+            return super().predict(x, *args, **kwargs)
 
     # ------------------------------------------------------------ inference
     def sample(self, n: int, seed: int | None = None, mean: bool = False) -> tf.Tensor:
@@ -332,8 +376,7 @@ class VAE(keras.Model):
         Returns:
             ``[n, *data_shape]`` float32.
         """
-        if n < 1:
-            raise ValueError(f"n must be a positive number of samples, got {n}.")
+        n = check_count(n, "n", low=1)
         z_seed, x_seed = tfp.random.split_seed(
             self._next_seed() if seed is None else stateless_seed(seed), n=2)
         z = self.prior.sample(n, seed=z_seed)
@@ -364,11 +407,12 @@ class VAE(keras.Model):
 
     # ------------------------------------------------------- serialisation
     def get_config(self):
-        if self.custom_prior:
+        if isinstance(self.latent_prior, FixedPrior):
             raise NotImplementedError(
-                "This VAE has a custom prior, which model.save cannot store. Save the weights "
-                "with model.save_weights('m.weights.h5') and rebuild the model with the same "
-                "prior before load_weights."
+                "This VAE's prior is a plain TFP distribution, which model.save cannot store. "
+                "Use a tfvae.priors.Prior, or save the weights with "
+                "model.save_weights('m.weights.h5') and rebuild the model with the same prior "
+                "before load_weights."
             )
         return {
             "name": self.name,
@@ -377,15 +421,18 @@ class VAE(keras.Model):
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "latent_dim": self.latent_dim,
             "likelihood": keras.saving.serialize_keras_object(self.likelihood),
+            "prior": keras.saving.serialize_keras_object(self.latent_prior),
             "beta": float(keras.ops.convert_to_numpy(self.beta)),
-            "kl": self.kl,
+            "kl_warmup_steps": self.kl_warmup_steps,
+            "kl": self.kl_mode,
             "iw_samples": self.iw_samples,
             "seed": self.seed,
         }
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "decoder", "likelihood"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+        config = dict(config)  # models saved by tfvae 0.1.0 have no prior: standard Normal
+        for key in ("encoder", "decoder", "likelihood", "prior"):
+            if key in config:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 
 from tfvae import checkpoints
+from tfvae.files import read_json, write_json
 
 
 def fit_or_load(model: keras.Model, path: str | os.PathLike, *fit_args, reuse: bool = True,
@@ -33,7 +34,7 @@ def fit_or_load(model: keras.Model, path: str | os.PathLike, *fit_args, reuse: b
     """
     path = Path(path)
     history_path = path.with_name(path.name + ".history.json")
-    history = checkpoints.read_json(history_path)
+    history = read_json(history_path)
     if reuse and path.is_file() and history is not None:
         import tfvae.model  # noqa: F401  (registers tfvae's classes with Keras)
 
@@ -43,5 +44,5 @@ def fit_or_load(model: keras.Model, path: str | os.PathLike, *fit_args, reuse: b
     history = model.fit(*fit_args, **fit_kwargs).history
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoints.save_model(model, path)
-    checkpoints.write_json(history_path, {k: [float(v) for v in vs] for k, vs in history.items()})
+    write_json(history_path, {k: [float(v) for v in vs] for k, vs in history.items()})
     return model, history

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -21,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tfvae import latent
+from tfvae.files import atomic_path
+from tfvae.seeds import subset_indices
 
 PAD_VALUE = 1.0  # white lines between grid cells
 
@@ -91,25 +92,14 @@ def image_grid(images, ncols: int | None = None, ax=None, title: str | None = No
 
 
 def save_image_grid(images, path: str | os.PathLike, ncols: int | None = None) -> None:
-    """Write the grid of :func:`tile` to ``path`` as a PNG, one pixel per pixel.
-
-    The file is written to a temporary name in the same folder and then
-    renamed, so ``path`` is never left half-written.
-    """
+    """Write the grid of :func:`tile` to ``path`` as a PNG, one pixel per pixel,
+    atomically (:func:`tfvae.files.atomic_path`)."""
     import matplotlib.image
 
     array = np.clip(tile(images, ncols), 0.0, 1.0)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            matplotlib.image.imsave(f, array, cmap="gray" if array.ndim == 2 else None,
-                                    vmin=0.0, vmax=1.0, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path, suffix=".png") as tmp:
+        matplotlib.image.imsave(tmp, array, cmap="gray" if array.ndim == 2 else None,
+                                vmin=0.0, vmax=1.0, format="png")
 
 
 def interpolation_strip(images, ax=None, title: str | None = None) -> Figure:
@@ -145,7 +135,7 @@ def latent_scatter(z, labels=None, ax=None, title: str | None = None,
         if labels.shape != (len(z),):
             raise ValueError(f"labels have shape {labels.shape}; expected ({len(z)},).")
     if len(z) > max_points:
-        keep = np.sort(np.random.default_rng(seed).permutation(len(z))[:max_points])
+        keep = subset_indices(len(z), max_points, seed)
         z = z[keep]
         labels = None if labels is None else labels[keep]
     fig, ax = _figure_and_axes(ax, (4.5, 4.0))

@@ -1,4 +1,4 @@
-"""Stateless random seeds, as TFP's samplers take them."""
+"""Randomness made repeatable: stateless seeds for TFP's samplers, fixed random subsets."""
 
 from __future__ import annotations
 
@@ -19,3 +19,12 @@ def stateless_seed(seed: int | tf.Tensor | None) -> tf.Tensor:
         seed = int(seed)
         return tf.constant([seed & 0x7FFFFFFF, (seed >> 31) & 0x7FFFFFFF], tf.int32)
     return tf.cast(seed, tf.int32)
+
+
+def subset_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray | None:
+    """Sorted indices of a fixed random subset of ``limit`` of ``n`` items, or
+    None when ``limit`` keeps them all (files may be sorted by class, so a
+    prefix would not do)."""
+    if limit is None or limit >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])

@@ -7,10 +7,45 @@ so that a wrong array fails in one clear line instead of deep inside a graph
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import math
+import re
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+# Tag of the in-graph batch check's error, so that it can be told apart.
+INVALID_BATCH = "tfvae-invalid-batch"
+
+
+def check_number(value, name: str, low: float | None = None, strict: bool = False) -> float:
+    """``value`` as a float, if it is a finite real number ``>= low`` (``> low`` if strict).
+
+    Raises:
+        ValueError: a bool, a non-number, NaN/inf, or out of range.
+    """
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (low is None or value > low or (value == low and not strict))
+    if not ok:
+        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}.")
+    return value
+
+
+def check_count(value, name: str, low: int = 1) -> int:
+    """``value`` as an int, if it is an integer (not a bool or a float) ``>= low``.
+
+    Raises:
+        ValueError: naming ``name``, what was given and what was expected.
+    """
+    if (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            and value >= low):
+        return int(value)
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def check_data(
@@ -48,6 +83,8 @@ def check_data(
             f"{name} has shape {shape}; expected (batch, {', '.join(map(str, data_shape))}) "
             f"to match the model's data shape {data_shape}."
         )
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {shape}); expected at least one example.")
     values = x.numpy() if isinstance(x, tf.Tensor) else np.asarray(x)
     finite = np.isfinite(values)
     if not finite.all():
@@ -62,10 +99,56 @@ def check_data(
         (low is not None and values.min() < low) or (high is not None and values.max() > high)
     ):
         raise ValueError(
-            f"{name} has values in [{values.min():.4g}, {values.max():.4g}]; the likelihood "
-            f"expects values in [{'-inf' if low is None else f'{low:g}'}, "
-            f"{'inf' if high is None else f'{high:g}'}] (for pixels: scale to [0, 1])."
+            f"{name} has values in [{values.min():.8g}, {values.max():.8g}]; the likelihood "
+            f"expects values in {_interval(support)} (for pixels: scale to [0, 1])."
         )
+
+
+def _interval(support) -> str:
+    low, high = support
+    return f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+
+
+def assert_valid_batch(x: tf.Tensor, support: tuple[float | None, float | None],
+                       step: tf.Tensor | None = None) -> tf.Tensor:
+    """``x``, after an in-graph check that it is finite and inside ``support``.
+
+    For compiled training and test steps: every batch of a ``tf.data``
+    pipeline is checked, not only the first (two cheap passes over the batch).
+    A bad batch raises ``InvalidArgumentError`` tagged ``INVALID_BATCH``;
+    :func:`invalid_batch_error` turns it into a one-line ``ValueError``.
+    """
+    x = tf.convert_to_tensor(x)
+    good = tf.math.is_finite(x)
+    low, high = support
+    if low is not None:
+        good &= x >= low
+    if high is not None:
+        good &= x <= high
+    bad = tf.size(x) - tf.math.count_nonzero(good, dtype=tf.int32)
+    data = [INVALID_BATCH, "step", -1 if step is None else step, "bad", bad,
+            "min", tf.reduce_min(x), "max", tf.reduce_max(x)]
+    check = tf.debugging.Assert(tf.equal(bad, 0), data, summarize=1)
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
+@contextlib.contextmanager
+def invalid_batch_error(name: str) -> Iterator[None]:
+    """Turn the error of :func:`assert_valid_batch` into one ``ValueError`` line."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        if INVALID_BATCH not in str(error):
+            raise
+        found = dict(re.findall(r"\[(step|bad|min|max)\] \[([^\]]*)\]", str(error)))
+        where = (f"the batch of training step {found['step']}" if found.get("step", "-1") != "-1"
+                 else "a batch")
+        raise ValueError(
+            f"{name}: {where} has {found.get('bad', 'some')} value(s) that are NaN, inf or outside "
+            f"the likelihood's support (batch min {found.get('min')}, max {found.get('max')}); "
+            f"expected finite values in the likelihood's support (for pixels: [0, 1])."
+        ) from None
 
 
 def first_batch(data):
