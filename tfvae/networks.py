@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-NETWORK_NAMES = ("mlp", "conv")
+from tfvae.config import NETWORK_NAMES  # declared there so the CLI lists them before TF loads
 
 
 def mlp_encoder(data_shape: Sequence[int], latent_dim: int,

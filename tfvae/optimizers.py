@@ -2,12 +2,10 @@
 
 ``keras.optimizers.Adam`` updates each variable with about ten element-wise
 TensorFlow ops (two moment updates, square root, division, ...), each a pass
-over memory. Without XLA (Keras's choice on a CPU) those passes cost as much
-as the matrix products of a small MLP: in ``benchmarks/step_parts.py`` on two
-CPU cores, Keras's Adam update took 1.7-1.8 ms of the 3.4-3.5 ms that a
-784-400-20 MLP's networks need per step (batch 128), TensorFlow's
-``ResourceApplyAdam`` kernel, which does the same update in one pass,
-0.9-1.2 ms.
+over memory. Without XLA (Keras's choice on a CPU) those passes cost about as
+much as the matrix products of a small MLP; TensorFlow's ``ResourceApplyAdam``
+kernel does the same update in one pass (timings: ``benchmarks/README.md``,
+``benchmarks/step_parts.py``).
 """
 
 from __future__ import annotations
