@@ -143,12 +143,12 @@ def test_validation_split_is_held_out_from_train(data_dir, monkeypatch):
 def test_sample(trained_run, tmp_path):
     paths = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]
     model = str(trained_run / "model.keras")
-    assert main(["sample", "--model", model, "-n", "12", "--seed", "3", "--out",
+    assert main(["sample", "--model", model, "-n", "12", "--seed", "3", "--draws", "--out",
                  str(paths[0])]) == 0
-    assert main(["sample", "--model", model, "-n", "12", "--seed", "3", "--out",
+    assert main(["sample", "--model", model, "-n", "12", "--seed", "3", "--draws", "--out",
                  str(paths[1])]) == 0
-    assert main(["sample", "--model", model, "-n", "12", "--seed", "3", "--mean", "--out",
-                 str(paths[2])]) == 0
+    assert main(["sample", "--model", model, "-n", "12", "--seed", "3", "--out",
+                 str(paths[2])]) == 0  # mean images E[x|z], the default
     a, b, c = (matplotlib.image.imread(p)[..., 0] for p in paths)
     assert a.shape == (3 * 28 + 2, 4 * 28 + 3)  # ceil(sqrt(12)) = 4 columns, 3 rows
     np.testing.assert_array_equal(a, b)  # same seed, same images

@@ -119,7 +119,7 @@ def test_names_resolve_and_unknown_names_list_the_valid_ones():
 
 
 def test_bad_normal_scales_are_rejected():
-    with pytest.raises(ValueError, match="positive finite"):
+    with pytest.raises(ValueError, match="Normal scale must be a finite number > 0, got 0.0"):
         tfvae.Normal(scale=0.0)
     with pytest.raises(ValueError, match="per_pixel=True needs scale='learned'"):
         tfvae.Normal(scale=0.1, per_pixel=True)

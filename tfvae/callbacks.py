@@ -14,6 +14,7 @@ import tensorflow as tf
 from tfvae import runs
 from tfvae.checkpoints import weights_are_finite
 from tfvae.seeds import stateless_seed
+from tfvae.validation import invalid_values_message
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,26 +55,33 @@ class KLWarmup(keras.callbacks.Callback):
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stop training at a NaN or infinite loss and restore the last good weights.
+    """Stop training at a NaN or infinite loss, or at bad input values that
+    XLA let through, and restore the last good weights.
 
     Checked after every execution of the training function (every
     ``steps_per_execution`` steps; Keras's running mean of the loss stays
     non-finite once one step was). The weights and optimizer state of the
     last finished epoch whose loss and weights were finite (or the initial
     ones) are restored, and ``message`` says where it happened and why it may
-    have. :meth:`tfvae.VAE.fit` adds a guard by itself and raises
+    have; ``bad_data`` tells that the cause was NaN, inf or out-of-support
+    input values (counted by :meth:`tfvae.VAE.invalid_values`; without XLA
+    the in-graph assertion raises first). :meth:`tfvae.VAE.fit` adds a guard
+    by itself and raises ``ValueError`` (bad data) or
     :class:`TrainingDiverged` with that message.
     """
 
     def __init__(self):
         super().__init__()
         self.message: str | None = None
+        self.bad_data = False
         self._epoch = 0
         self._epoch_start_step = 0
+        self._checked_step = 0
         self._good: tuple[list, list] | None = None
 
     def on_train_begin(self, logs=None):
-        self.message = None
+        self.message, self.bad_data = None, False
+        self._checked_step = self._step()
         self._snapshot()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -83,10 +91,13 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # Keras's batch index is the last step the execution could have run;
         # the optimizer's count says which step it did run.
-        self._check(logs, f"batch {self._step() - self._epoch_start_step}")
+        step = self._step()
+        self._check(logs, f"batch {step - self._epoch_start_step}",
+                    f"a batch of training steps {self._checked_step + 1} to {step}")
+        self._checked_step = step
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._check(logs, "end") and weights_are_finite(self.model):
+        if not self._check(logs, "end", "a validation batch") and weights_are_finite(self.model):
             self._snapshot()
 
     def _step(self) -> int:
@@ -94,23 +105,35 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     def _snapshot(self):
         optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:  # Keras builds it in the first step:
+            with self.model.distribute_strategy.scope():   # its moments must be restored too
+                optimizer.build(self.model.trainable_variables)
         self._good = ([np.array(w) for w in self.model.get_weights()],
                       [] if optimizer is None else [np.array(v) for v in optimizer.variables])
 
-    def _check(self, logs, where) -> bool:
-        """True (and training stopped) when the loss in ``logs`` is not finite."""
+    def _check(self, logs, where, batches) -> bool:
+        """True (and training stopped) when the loss in ``logs`` is not finite
+        or the model counted bad input values (in ``batches``)."""
         loss = (logs or {}).get("loss")
         if self.message:
             return True
-        if loss is None or math.isfinite(float(loss)):
+        bad = getattr(self.model, "invalid_values", lambda: 0)()
+        if bad:
+            self.bad_data = True
+            self.message = (
+                f"{invalid_values_message('x', batches, bad)}; expected finite values in the "
+                f"likelihood's support (for pixels: [0, 1]). Found after the compiled step ran "
+                f"(XLA drops in-graph checks); the weights of the last good epoch were restored.")
+        elif loss is None or math.isfinite(float(loss)):
             return False
-        self.message = (
-            f"the loss became {float(loss)} by training step {self._step()} "
-            f"(epoch {self._epoch + 1}, {where}). Likely causes: a learning rate too high "
-            f"(try a 10x smaller one), bad data (NaN or values outside the likelihood's "
-            f"support), or a learned Normal scale collapsing towards 0 (try a fixed scale, "
-            f"e.g. likelihood 'normal:0.1'). The weights of the last good epoch were restored."
-        )
+        else:
+            self.message = (
+                f"the loss became {float(loss)} by training step {self._step()} "
+                f"(epoch {self._epoch + 1}, {where}). Likely causes: a learning rate too high "
+                f"(try a 10x smaller one), bad data (NaN or values outside the likelihood's "
+                f"support), or a learned Normal scale collapsing towards 0 (try a fixed scale, "
+                f"e.g. likelihood 'normal:0.1'). The weights of the last good epoch were "
+                f"restored.")
         if self._good is not None:
             weights, optimizer_variables = self._good
             self.model.set_weights(weights)

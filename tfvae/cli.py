@@ -5,37 +5,56 @@ COMMAND --help``. Exit codes:
 
 * 0: success (also: ``train`` into a folder holding that finished run);
 * 1: a failure while running: a dataset file is missing (and cannot be
-  downloaded) or corrupt, training diverged (NaN/inf loss), or the run's own
-  checkpoint cannot be loaded;
+  downloaded) or corrupt, training diverged (NaN/inf loss), the run's own
+  checkpoint cannot be loaded, or a write failed (disk full, file too large);
 * 2: bad arguments, checked before any work: an unknown choice, a number out
   of range, a model file that is missing or not a tfvae model, an output
-  folder that cannot be written, a run folder holding a run made with other
-  arguments;
-* 130: interrupted (Ctrl-C); re-run the same ``train`` command to resume.
+  that cannot be written, a run folder that is not ours, in use or holds a
+  run made with other arguments, a model too large for this machine;
+* 130: interrupted (Ctrl-C or SIGTERM); re-run the same ``train`` command to
+  resume.
 
-Each error is one line on stderr.
+Each error is one line on stderr. TensorFlow is imported only once a command
+runs (``--help`` and argument errors are instant), and on machines without an
+NVIDIA driver its start-up messages about the missing GPU are not shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 from tfvae.config import MAX_SEED, TrainConfig
+from tfvae.startup import quiet_tensorflow
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-EXIT_CODES = """exit codes:
-  0    success
-  1    failure while running: dataset file missing or corrupt, training diverged
-       (NaN loss), the run's own checkpoint unreadable
-  2    bad arguments, unusable model file or output folder, run folder holding
-       another run
-  130  interrupted (re-run the same train command to resume)"""
+_CODES = {
+    "0": "success",
+    "1 train": "failure while running: dataset file missing or corrupt, training diverged\n"
+               "       (NaN loss), the run's own checkpoint unreadable, a write failed",
+    "1 data": "failure while running: dataset file missing or corrupt, a write failed",
+    "1 write": "failure while running: a write failed (disk full, file too large)",
+    "2 train": "bad arguments, output folder not writable, run folder not ours, in use\n"
+               "       or holding another run, model too large for this machine",
+    "2": "bad arguments, unusable model file or output",
+    "130 train": "interrupted: Ctrl-C or SIGTERM (re-run the same command to resume)",
+    "130": "interrupted: Ctrl-C or SIGTERM",
+}
+
+
+def _exit_codes(*keys: str) -> str:
+    lines = [f"  {key.split()[0]:<4} {_CODES[key]}" for key in keys]
+    return "exit codes:\n" + "\n".join(lines)
+
+
+EXIT_CODES = _exit_codes("0", "1 train", "2 train", "130 train")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -89,6 +108,7 @@ def _steps(text):
 
 
 def _likelihood(text):
+    quiet_tensorflow()
     from tfvae.likelihoods import get_likelihood
 
     try:
@@ -107,6 +127,27 @@ def _hidden_units(text):
         raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
                                          f"got {text!r}")
     return units
+
+
+def _output(suffix: str | None = None):
+    """An output file: not empty, not an existing folder, ending in ``suffix``."""
+    def parse(text):
+        path = Path(text)
+        if not text.strip():
+            raise argparse.ArgumentTypeError("expected a file name, got ''")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; expected a file name")
+        if suffix and path.suffix.lower() != suffix:
+            raise argparse.ArgumentTypeError(f"expected a {suffix} file name, got {text!r}")
+        return path
+
+    return parse
+
+
+def _folder(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got ''")
+    return Path(text)
 
 
 def _choices(registry: str) -> tuple[str, ...]:
@@ -168,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "a finished run it does nothing. Datasets are read from $TFVAE_DATA_DIR,\n"
                     "else data/ (see tfvae.datasets).")
     _config_arguments(train)
-    train.add_argument("--out", type=Path, default=None,
+    train.add_argument("--out", type=_folder, default=None,
                        help="run folder (default: runs/DATASET)")
     train.add_argument("--overwrite", "--force", action="store_true",
                        help="delete the run in --out and train from scratch")
@@ -177,24 +218,31 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: 1 on a terminal, else 2)")
     train.set_defaults(handler=_train)
 
-    sample = commands.add_parser("sample", help="draw samples from a trained model into a PNG",
-                                 formatter_class=formatter, epilog=EXIT_CODES)
+    sample = commands.add_parser(
+        "sample", help="draw samples from a trained model into a PNG", formatter_class=formatter,
+        epilog=_exit_codes("0", "1 write", "2", "130"),
+        description="Write a grid of samples z ~ p(z) decoded to mean images E[x|z] (what\n"
+                    "training's samples.png shows), or with --draws to draws x ~ p(x|z).")
     sample.add_argument("--model", type=Path, required=True,
                         help="a .keras file (e.g. runs/mnist/model.keras)")
     sample.add_argument("-n", "--num", type=positive_int, default=64,
                         help="number of samples")
-    sample.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file")
+    sample.add_argument("--out", type=_output(".png"), default=Path("samples.png"),
+                        help="PNG file")
     sample.add_argument("--seed", type=int, default=None,
                         help="same seed, same images (default: random)")
-    sample.add_argument("--mean", action="store_true",
-                        help="draw E[x|z] (smooth mean images) instead of x ~ p(x|z)")
+    kind = sample.add_mutually_exclusive_group()
+    kind.add_argument("--draws", action="store_true",
+                      help="draw x ~ p(x|z) (binary images for Bernoulli pixels) instead of the "
+                           "mean images E[x|z]")
+    kind.add_argument("--mean", action="store_true", help="mean images E[x|z] (the default)")
     sample.add_argument("--ncols", type=positive_int, default=None,
                         help="images per row (default: about square)")
     sample.set_defaults(handler=_sample)
 
     evaluate = commands.add_parser(
         "evaluate", help="metrics of a trained model on a dataset split (printed and JSON)",
-        formatter_class=formatter, epilog=EXIT_CODES)
+        formatter_class=formatter, epilog=_exit_codes("0", "1 data", "2", "130"))
     _data_arguments(evaluate, DATASET_NAMES)
     evaluate.add_argument("--nll-samples", type=non_negative_int, default=0, metavar="K",
                           help="also estimate the NLL with K importance samples")
@@ -202,14 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="evaluate a fixed random subset of N examples")
     evaluate.add_argument("--batch-size", type=positive_int, default=100, metavar="B",
                           help="examples per step")
-    evaluate.add_argument("--out", type=Path, default=None,
+    evaluate.add_argument("--out", type=_output(), default=None,
                           help="JSON file (default: evaluation-DATASET-SPLIT.json beside the "
                                "model)")
     evaluate.set_defaults(handler=_evaluate)
 
     interpolate = commands.add_parser(
         "interpolate", help="decode a straight line in z between two images into a PNG strip",
-        formatter_class=formatter, epilog=EXIT_CODES)
+        formatter_class=formatter, epilog=_exit_codes("0", "1 data", "2", "130"))
     _data_arguments(interpolate, DATASET_NAMES)
     interpolate.add_argument("--index-a", type=non_negative_int, default=0, metavar="I",
                              help="first image: its index in the split")
@@ -217,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="last image")
     interpolate.add_argument("--steps", type=_steps, default=10,
                              help="images in the strip, both ends included")
-    interpolate.add_argument("--out", type=Path, default=Path("interpolation.png"),
+    interpolate.add_argument("--out", type=_output(".png"), default=Path("interpolation.png"),
                              help="PNG file")
     interpolate.set_defaults(handler=_interpolate)
     return parser
@@ -290,19 +338,22 @@ def _train(args) -> int:
                                 for f in dataclasses.fields(TrainConfig)})
     except ValueError as error:
         raise UsageError(str(error)) from None
+    try:
+        training.check_memory(config)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     out = writable_dir(args.out or Path("runs") / args.dataset)
-    if not args.overwrite:
-        try:
-            status = runs.RunFolder(out).status(config.identity(), TrainConfig.defaults())
-        except runs.RunFolderError as error:
-            raise UsageError(str(error)) from None
-        if status == "complete":
-            print(f"{out} already holds this finished run ({config.epochs} epochs); nothing to "
-                  f"do. Its metrics are in {out / runs.METRICS}; pass --overwrite to train "
-                  f"again.")
-            return EXIT_OK
+    status = "new" if args.overwrite else runs.RunFolder(out).status(config.identity(),
+                                                                     TrainConfig.defaults())
     verbose = args.verbose if args.verbose is not None else 1 if sys.stdout.isatty() else 2
     metrics = training.train(config, out, overwrite=args.overwrite, verbose=verbose)
+    if status == "complete":
+        nll = (f" Test NLL ({config.nll_samples} importance samples): "
+               f"{metrics['test']['nll']:.4f}." if config.nll_samples else "")
+        print(f"{out} already holds this finished run ({config.epochs} epochs); it was not "
+              f"trained again.{nll} Its metrics are in {out / runs.METRICS}; pass --overwrite "
+              f"to train again.")
+        return EXIT_OK
     for split in ("train", "validation", "test"):
         print(f"{split} (nats per example):")
         _print_metrics(metrics[split])
@@ -317,9 +368,10 @@ def _sample(args) -> int:
 
     writable_dir(args.out.parent)
     model = _load_model(args.model)
-    images = model.sample(args.num, seed=stateless_seed(args.seed), mean=args.mean).numpy()
+    images = model.sample(args.num, seed=stateless_seed(args.seed), mean=not args.draws).numpy()
     plot.save_image_grid(images, args.out, ncols=args.ncols)
-    print(f"Wrote {args.num} {'mean images' if args.mean else 'samples'} to {args.out}")
+    print(f"Wrote {args.num} {'draws x ~ p(x|z)' if args.draws else 'mean images E[x|z]'} to "
+          f"{args.out}")
     return EXIT_OK
 
 
@@ -371,10 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help (0) or a bad argument (2, message printed)
         return int(stop.code or 0)
     if args.command is None:
-        parser.print_usage(sys.stderr)
         print("tfvae: error: a COMMAND is required (see tfvae --help)", file=sys.stderr)
         return EXIT_USAGE
 
+    quiet_tensorflow()
     from tfvae.callbacks import TrainingDiverged
     from tfvae.checkpoints import ModelFileError
     from tfvae.datasets import DatasetCorruptError, DatasetUnavailableError
@@ -382,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
 
     prog = f"tfvae {args.command}"
     try:
-        return args.handler(args)
+        with _sigterm_as_interrupt():
+            return args.handler(args)
     except (UsageError, RunFolderError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -390,7 +443,29 @@ def main(argv: list[str] | None = None) -> int:
             ModelFileError) as error:  # a user's --model file is a UsageError (2) above
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as error:  # disk full, file too large, ...: saves are atomic
+        resume = " Re-run the same command to resume." if args.command == "train" else ""
+        print(f"{prog}: error: {error}. Files written before it are intact (every save is "
+              f"atomic).{resume}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         hint = " Re-run the same command to resume." if args.command == "train" else ""
         print(f"\n{prog}: interrupted.{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler) stops a command as Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

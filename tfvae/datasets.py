@@ -32,12 +32,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from tfvae.files import atomic_path
 from tfvae.seeds import subset_indices
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 SPLITS = ("train", "valid", "test")
 
@@ -403,6 +406,8 @@ def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
     each pixel is redrawn as Bernoulli(x) every time it is seen, the
     "dynamically binarised MNIST" of Burda et al.
     """
+    import tensorflow as tf  # here, so that the command line starts without TensorFlow
+
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(x, np.float32)).cache()
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)

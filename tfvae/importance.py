@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae.seeds import stateless_seed
+from tfvae.validation import check_count
 
 # Largest number of decoder outputs (K_chunk * B * prod(data_shape) floats)
 # held at once when estimating log p(x): 2**24 floats = 64 MiB per tensor.
@@ -71,12 +72,17 @@ def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
 
     Returns:
         ``[N]`` float64 array of log p(x) estimates in nats.
+
+    Raises:
+        ValueError: a count that is not an integer >= 1, or an empty ``x``.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    num_samples = check_count(num_samples, "num_samples")
+    batch_size = check_count(batch_size, "batch_size")
+    if samples_per_chunk is not None:
+        samples_per_chunk = check_count(samples_per_chunk, "samples_per_chunk")
     x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        raise ValueError(f"x is empty (shape {x.shape}); expected at least one example.")
     values_per_sample = batch_size * math.prod(model.data_shape)
     if samples_per_chunk is None:
         samples_per_chunk = max(1, MAX_DECODED_VALUES // values_per_sample)

@@ -16,6 +16,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.validation import check_number
+
 tfd = tfp.distributions
 
 # Smallest standard deviation a learned Normal scale may take, so that
@@ -159,13 +161,13 @@ class Normal(Likelihood):
                 raise ValueError(
                     f"Normal scale must be a positive number or 'learned', got {scale!r}."
                 )
-        elif not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
-            raise ValueError(f"Normal scale must be a positive finite number, got {scale!r}.")
+        else:
+            scale = check_number(scale, "Normal scale", low=0.0, strict=True)
         if per_pixel and scale != "learned":
             raise ValueError("per_pixel=True needs scale='learned'.")
         self.scale = scale
         self.per_pixel = bool(per_pixel)
-        self.init_scale = float(init_scale)
+        self.init_scale = check_number(init_scale, "Normal init_scale", low=0.0, strict=True)
         self.mean = mean
 
     @property

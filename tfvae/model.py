@@ -27,6 +27,7 @@ from tfvae.validation import (
     check_number,
     first_batch,
     invalid_batch_error,
+    invalid_values_message,
 )
 
 tfd = tfp.distributions
@@ -86,8 +87,12 @@ class VAE(keras.Model):
 
     Every batch is checked inside the compiled step (finite, within the
     likelihood's support): a bad batch stops ``fit``/``evaluate`` with a
-    ``ValueError`` naming it. ``fit`` also stops at a NaN/inf loss, restores
-    the weights of the last good epoch and raises
+    ``ValueError`` naming it. Under XLA (``jit_compile=True``), which drops
+    in-graph assertions, the bad values are counted instead and found after
+    each call of the compiled function (every ``steps_per_execution`` steps):
+    ``fit`` then restores the weights of the last good epoch before raising,
+    and ``evaluate`` raises once it ran. ``fit`` also stops at a NaN/inf
+    loss, restores the weights of the last good epoch and raises
     :class:`tfvae.callbacks.TrainingDiverged`.
     """
 
@@ -134,6 +139,9 @@ class VAE(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
         self.iw_elbo_tracker = keras.metrics.Mean(name="iw_elbo")
+        # Bad input values seen since fit/evaluate began (not in self.metrics:
+        # neither logged nor reset by Keras); see invalid_values().
+        self.invalid_tracker = keras.metrics.Sum(name="invalid_values")
         self.built = True
 
     def _check_networks(self):
@@ -204,7 +212,8 @@ class VAE(keras.Model):
     # -------------------------------------------------------------- training
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x = assert_valid_batch(x, self.likelihood.support, self.optimizer.iterations + 1)
+        x, bad = assert_valid_batch(x, self.likelihood.support, self.optimizer.iterations + 1)
+        self.invalid_tracker.update_state(bad)
         with tf.GradientTape() as tape:
             reconstruction, kl = self.elbo_terms(x, training=True)
             beta = self.kl_weight()
@@ -223,7 +232,8 @@ class VAE(keras.Model):
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x = assert_valid_batch(x, self.likelihood.support)
+        x, bad = assert_valid_batch(x, self.likelihood.support)
+        self.invalid_tracker.update_state(bad)
         reconstruction, kl = self.elbo_terms(x, training=False)
         if self.iw_samples > 1:
             bound = importance.iw_bound(self, x, self.iw_samples, seed=self._next_seed())
@@ -233,6 +243,11 @@ class VAE(keras.Model):
         if self.iw_samples > 1:
             metrics["iw_elbo"] = self.iw_elbo_tracker.result()
         return metrics
+
+    def invalid_values(self) -> int:
+        """NaN, inf or out-of-support input values that the compiled steps saw
+        since ``fit``/``evaluate`` began (0 unless XLA dropped their assertion)."""
+        return int(keras.ops.convert_to_numpy(self.invalid_tracker.result()))
 
     def kl_weight(self) -> tf.Tensor:
         """The KL weight of the current step: ``beta``, or during the warm-up
@@ -331,7 +346,8 @@ class VAE(keras.Model):
 
         Raises:
             ValueError: bad data (in any batch: shape, dtype, NaN/inf, values
-                outside the likelihood's support).
+                outside the likelihood's support; under XLA the weights of the
+                last good epoch were restored).
             TrainingDiverged: the loss became NaN/inf; the weights of the
                 last good epoch (or the initial ones) were restored.
         """
@@ -346,17 +362,24 @@ class VAE(keras.Model):
         if guard is None:
             guard = NonFiniteLossGuard()
             callbacks.append(guard)
+        self.invalid_tracker.reset_state()
         with invalid_batch_error("x"):
             history = super().fit(x, y, *args, validation_data=validation_data,
                                   callbacks=callbacks, **kwargs)
         if guard.message:
-            raise TrainingDiverged(guard.message)
+            raise (ValueError if guard.bad_data else TrainingDiverged)(guard.message)
         return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check(x, "x")
+        self.invalid_tracker.reset_state()
         with invalid_batch_error("x"):
-            return super().evaluate(x, y, *args, **kwargs)
+            result = super().evaluate(x, y, *args, **kwargs)
+        bad = self.invalid_values()
+        if bad:  # only under XLA: otherwise the assertion raised above
+            raise ValueError(f"{invalid_values_message('x', 'a batch', bad)}; expected finite "
+                             f"values in the likelihood's support (for pixels: [0, 1]).")
+        return result
 
     def predict(self, x, *args, **kwargs):
         """E[x|z] at one z ~ q(z|x) per example (:meth:`call`), after checking ``x``."""

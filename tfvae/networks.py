@@ -16,6 +16,9 @@ from keras import layers
 
 from tfvae.config import NETWORK_NAMES  # declared there so the CLI lists them before TF loads
 
+MLP_UNITS = (500,)
+CONV_FILTERS = (32, 64)  # the encoder's; the decoder's are reversed
+
 
 def mlp_encoder(data_shape: Sequence[int], latent_dim: int,
                 hidden_units: Sequence[int] = (500,), activation: str = "tanh",
@@ -43,7 +46,7 @@ def mlp_decoder(data_shape: Sequence[int], latent_dim: int,
 
 
 def conv_encoder(data_shape: Sequence[int], latent_dim: int,
-                 filters: Sequence[int] = (32, 64), name: str = "encoder") -> keras.Model:
+                 filters: Sequence[int] = CONV_FILTERS, name: str = "encoder") -> keras.Model:
     """Two stride-2 3x3 convolutions, then a dense layer to q's parameters.
 
     Height and width must be divisible by ``2 ** len(filters)``.
@@ -59,7 +62,8 @@ def conv_encoder(data_shape: Sequence[int], latent_dim: int,
 
 
 def conv_decoder(data_shape: Sequence[int], latent_dim: int,
-                 filters: Sequence[int] = (64, 32), name: str = "decoder") -> keras.Model:
+                 filters: Sequence[int] = CONV_FILTERS[::-1], name: str = "decoder"
+                 ) -> keras.Model:
     """Dense to a small feature map, two stride-2 transposed convolutions,
     then a 3x3 convolution to one parameter per pixel and channel."""
     _check_divisible(data_shape, len(filters))
@@ -101,9 +105,35 @@ def build_networks(kind: str, data_shape: Sequence[int], latent_dim: int,
             network of Burda et al. 2015.
     """
     if kind == "mlp":
-        units = tuple(hidden_units) if hidden_units else (500,)
+        units = tuple(hidden_units) if hidden_units else MLP_UNITS
         return (mlp_encoder(data_shape, latent_dim, units),
                 mlp_decoder(data_shape, latent_dim, units))
     if kind == "conv":
         return conv_encoder(data_shape, latent_dim), conv_decoder(data_shape, latent_dim)
+    raise ValueError(f"Unknown network {kind!r}. Expected one of {', '.join(NETWORK_NAMES)}.")
+
+
+def count_parameters(kind: str, data_shape: Sequence[int], latent_dim: int,
+                     hidden_units: Sequence[int] | None = None) -> int:
+    """Weights of :func:`build_networks`'s encoder and decoder, counted from
+    the layer sizes without building them (so that a model too large for the
+    machine can be refused before it is built)."""
+    def dense(n_in, n_out):
+        return (n_in + 1) * n_out
+
+    size = math.prod(data_shape)
+    if kind == "mlp":
+        units = tuple(hidden_units) if hidden_units else MLP_UNITS
+        sizes = [size, *units, 2 * latent_dim], [latent_dim, *units[::-1], size]
+        return sum(dense(a, b) for layers in sizes for a, b in zip(layers, layers[1:]))
+    if kind == "conv":
+        _check_divisible(data_shape, len(CONV_FILTERS))
+        height, width, channels = data_shape
+        cells = (height // 2 ** len(CONV_FILTERS)) * (width // 2 ** len(CONV_FILTERS))
+        encoder = [channels, *CONV_FILTERS]
+        decoder = [CONV_FILTERS[-1], *CONV_FILTERS[::-1], channels]  # transposed convs, out
+        convs = sum(dense(9 * a, b) for layers in (encoder, decoder)
+                    for a, b in zip(layers, layers[1:]))
+        return (convs + dense(cells * CONV_FILTERS[-1], 2 * latent_dim)
+                + dense(latent_dim, cells * CONV_FILTERS[-1]))
     raise ValueError(f"Unknown network {kind!r}. Expected one of {', '.join(NETWORK_NAMES)}.")

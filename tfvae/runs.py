@@ -88,11 +88,20 @@ class RunFolder:
             f"{path} is damaged or was not written by tfvae, so {self.path} may not be a tfvae "
             f"run. Nothing was changed: move the folder's files away, or choose another --out.")
 
-    def foreign_files(self) -> list[str]:
-        """Names in the folder, when it holds no run of ours (so it must not be used)."""
+    def check_ours(self) -> None:
+        """Refuse a folder that is not empty and holds no run of ours.
+
+        Raises:
+            RunFolderError: naming some of the files found (none is touched).
+        """
         if not self.path.is_dir() or self.stored_config() is not None:
-            return []
-        return sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
+            return
+        foreign = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise RunFolderError(
+                f"{self.path} is not empty ({shown}) and holds no tfvae run ({RUN_CONFIG}), so "
+                f"nothing in it was touched. Train into an empty or new folder (--out).")
 
     def status(self, identity: dict, defaults: dict | None = None) -> str:
         """``"new"``, ``"resume"`` or ``"complete"`` for a run of ``identity``.
@@ -103,12 +112,7 @@ class RunFolder:
             RunFolderError: the folder is not empty and not ours, or holds a
                 run with other arguments.
         """
-        foreign = self.foreign_files()
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise RunFolderError(
-                f"{self.path} is not empty ({shown}) and holds no tfvae run ({RUN_CONFIG}), so "
-                f"nothing in it was touched. Train into an empty or new folder (--out).")
+        self.check_ours()
         stored = self.stored_config()
         if stored is None:
             return "new"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 def stateless_seed(seed: int | tf.Tensor | None) -> tf.Tensor:
@@ -13,6 +17,8 @@ def stateless_seed(seed: int | tf.Tensor | None) -> tf.Tensor:
     not: it draws from a stateful generator); ``None`` gives a fresh random
     one; a ``[2]`` tensor is passed through as int32.
     """
+    import tensorflow as tf  # here, so that the command line starts without TensorFlow
+
     if seed is None:
         seed = int(np.random.default_rng().integers(2**62))
     if isinstance(seed, (int, np.integer)):

@@ -23,7 +23,7 @@ import numpy as np
 from tfvae import callbacks as cbs
 from tfvae import checkpoints, datasets, networks, plot, runs
 from tfvae.config import TrainConfig
-from tfvae.files import read_json
+from tfvae.files import read_json, write_json
 from tfvae.model import VAE
 from tfvae.optimizers import FusedAdam
 from tfvae.seeds import stateless_seed
@@ -80,14 +80,49 @@ def evaluate(model: VAE, x: np.ndarray, batch_size: int = 100, nll_samples: int 
     metrics = model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
     metrics = {k: float(v) for k, v in metrics.items()}
     if nll_samples > 0:
-        if verbose:
-            print(f"Estimating log p(x) of {len(x)} examples with {nll_samples} importance "
-                  f"samples each", flush=True)
-        log_px = model.log_likelihood(x, num_samples=nll_samples, batch_size=batch_size,
-                                      seed=0, verbose=verbose)
-        metrics["nll"] = float(-np.mean(log_px))
-        metrics["nll_samples"] = int(nll_samples)
+        metrics.update(_nll(model, x, batch_size, nll_samples, verbose))
     return metrics
+
+
+def _nll(model: VAE, x: np.ndarray, batch_size: int, nll_samples: int, verbose: int) -> dict:
+    if verbose:
+        print(f"Estimating log p(x) of {len(x)} examples with {nll_samples} importance "
+              f"samples each", flush=True)
+    log_px = model.log_likelihood(x, num_samples=nll_samples, batch_size=batch_size, seed=0,
+                                  verbose=verbose)
+    return {"nll": float(-np.mean(log_px)), "nll_samples": int(nll_samples)}
+
+
+def parameter_bytes(config: TrainConfig) -> int:
+    """Memory that training ``config`` needs at least: its float32 parameters,
+    their gradients and Adam's two moments (counted without building the model)."""
+    shape = datasets.get(config.dataset).shape
+    return 16 * networks.count_parameters(config.network, shape, config.latent_dim,
+                                          config.hidden_units)
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine, or None where the OS does not say (POSIX only)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(config: TrainConfig) -> None:
+    """Refuse a model whose parameters cannot fit in half of this machine's memory.
+
+    Raises:
+        ValueError: with the estimate and the machine's memory.
+    """
+    memory = physical_memory()
+    need = parameter_bytes(config)
+    if memory is not None and need > memory // 2:
+        raise ValueError(
+            f"this model needs at least {need / 2**30:.1f} GiB for its parameters, gradients "
+            f"and optimizer state (latent_dim={config.latent_dim}, network={config.network}), "
+            f"more than half of this machine's {memory / 2**30:.1f} GiB of memory. Choose a "
+            f"smaller --latent-dim or --hidden-units.")
 
 
 def save_pictures(model: VAE, images: np.ndarray, out: str | os.PathLike, seed: int = 0,
@@ -128,30 +163,51 @@ def train(config: TrainConfig, out: str | os.PathLike, overwrite: bool = False,
         plus ``history`` (per-epoch logs), ``epochs``, ``seconds``,
         ``completed``.
 
+    A finished run is not trained again; if ``config.nll_samples`` asks for
+    a test NLL that its ``metrics.json`` lacks, it is estimated and added.
+
     Raises:
+        ValueError: the model cannot fit in memory (:func:`check_memory`).
         runs.RunFolderError: ``out`` is not ours, holds another run (and not
-            ``overwrite``), is in use, or its progress is ambiguous.
+            ``overwrite``), is in use, or its progress is ambiguous (then
+            nothing in it was changed).
         checkpoints.ModelFileError: the run's checkpoint cannot be loaded.
         callbacks.TrainingDiverged: the loss became NaN/inf (the last good
             model is kept).
         datasets.DatasetUnavailableError, datasets.DatasetCorruptError.
     """
+    check_memory(config)
     run = runs.RunFolder(out)
     identity = config.identity()
+    run.check_ours()  # before the lock file is made in it
     with run.locked():
         status = "new" if overwrite and run.stored_config() is not None else run.status(
             identity, TrainConfig.defaults())
         if status == "complete":
-            return read_json(run / runs.METRICS)
+            return _finished(config, run, verbose)
         data = load_data(config)  # before deleting anything
+        steps = steps_per_epoch(config, len(data["train"]))
+        resume = None if status == "new" else run.resume_point(steps)  # may refuse: unchanged
         run.start(identity, overwrite=overwrite)
-        return _fit(config, run, data, verbose, callbacks)
+        return _fit(config, run, data, resume, verbose, callbacks)
 
 
-def _fit(config: TrainConfig, run: runs.RunFolder, data: dict, verbose: int,
-         callbacks: list | None) -> dict:
-    steps = steps_per_epoch(config, len(data["train"]))
-    resume = run.resume_point(steps)
+def _finished(config: TrainConfig, run: runs.RunFolder, verbose: int) -> dict:
+    """The metrics of a finished run, with the test NLL estimated (and stored)
+    if ``config.nll_samples`` asks for one that ``metrics.json`` lacks."""
+    metrics = read_json(run / runs.METRICS)
+    if config.nll_samples and metrics["test"].get("nll_samples") != config.nll_samples:
+        model = checkpoints.load_model(run / runs.MODEL)
+        x = datasets.load(config.dataset, "test", limit=config.limit, seed=config.seed,
+                          binarized=config.dynamic_binarization)[0]
+        metrics["test"].update(_nll(model, x, config.batch_size, config.nll_samples, verbose))
+        metrics["config"]["nll_samples"] = config.nll_samples
+        write_json(run / runs.METRICS, metrics)
+    return metrics
+
+
+def _fit(config: TrainConfig, run: runs.RunFolder, data: dict, resume: runs.ResumePoint | None,
+         verbose: int, callbacks: list | None) -> dict:
     if resume is None:
         model, initial_epoch, history = build_vae(config, data["train"].shape[1:]), 0, {}
     else:

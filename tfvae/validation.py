@@ -110,13 +110,16 @@ def _interval(support) -> str:
 
 
 def assert_valid_batch(x: tf.Tensor, support: tuple[float | None, float | None],
-                       step: tf.Tensor | None = None) -> tf.Tensor:
-    """``x``, after an in-graph check that it is finite and inside ``support``.
+                       step: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(x, bad)``: ``x`` after an in-graph check that it is finite and inside
+    ``support``, and ``bad``, its number of values that are not.
 
     For compiled training and test steps: every batch of a ``tf.data``
     pipeline is checked, not only the first (two cheap passes over the batch).
     A bad batch raises ``InvalidArgumentError`` tagged ``INVALID_BATCH``;
-    :func:`invalid_batch_error` turns it into a one-line ``ValueError``.
+    :func:`invalid_batch_error` turns it into a one-line ``ValueError``. XLA
+    (``jit_compile=True``) drops assertions, so callers also keep ``bad``
+    (:class:`tfvae.VAE` sums it and raises after the compiled function ran).
     """
     x = tf.convert_to_tensor(x)
     good = tf.math.is_finite(x)
@@ -130,7 +133,13 @@ def assert_valid_batch(x: tf.Tensor, support: tuple[float | None, float | None],
             "min", tf.reduce_min(x), "max", tf.reduce_max(x)]
     check = tf.debugging.Assert(tf.equal(bad, 0), data, summarize=1)
     with tf.control_dependencies([check]):
-        return tf.identity(x)
+        return tf.identity(x), bad
+
+
+def invalid_values_message(name: str, where: str, bad) -> str:
+    """The one-line message for ``bad`` invalid values found in ``where``."""
+    return (f"{name}: {where} has {bad} value(s) that are NaN, inf or outside the likelihood's "
+            f"support")
 
 
 @contextlib.contextmanager
@@ -145,9 +154,9 @@ def invalid_batch_error(name: str) -> Iterator[None]:
         where = (f"the batch of training step {found['step']}" if found.get("step", "-1") != "-1"
                  else "a batch")
         raise ValueError(
-            f"{name}: {where} has {found.get('bad', 'some')} value(s) that are NaN, inf or outside "
-            f"the likelihood's support (batch min {found.get('min')}, max {found.get('max')}); "
-            f"expected finite values in the likelihood's support (for pixels: [0, 1])."
+            f"{invalid_values_message(name, where, found.get('bad', 'some'))} (batch min "
+            f"{found.get('min')}, max {found.get('max')}); expected finite values in the "
+            f"likelihood's support (for pixels: [0, 1])."
         ) from None
 
 
