@@ -11,6 +11,7 @@ nats per example.
 from __future__ import annotations
 
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -39,14 +40,21 @@ def iw_bound(model, x, num_samples: int, seed) -> tf.Tensor:
     return tf.reduce_logsumexp(lw, axis=0) - math.log(num_samples)
 
 
+# One compiled function per model, so that repeated calls (e.g. for several K)
+# reuse its traces instead of compiling again.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _chunk_logsumexp(model):
     """A compiled function: logsumexp over one chunk of samples, ``[B]``."""
+    if model not in _COMPILED:
 
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def run(x, num_samples, seed):
-        return tf.reduce_logsumexp(log_weights(model, x, num_samples, seed), axis=0)
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def run(x, num_samples, seed):
+            return tf.reduce_logsumexp(log_weights(model, x, num_samples, seed), axis=0)
 
-    return run
+        _COMPILED[model] = run
+    return _COMPILED[model]
 
 
 def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
