@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -15,6 +16,13 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXPECTED = json.loads((FIXTURES / "vae_v0_1_expected.json").read_text())
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+@pytest.mark.skipif(_version(keras.__version__) < _version(EXPECTED["keras"]),
+                    reason=f"the fixtures were written by Keras {EXPECTED['keras']}, and an older "
+                           f"Keras cannot read a newer one's layer configs")
 @pytest.mark.parametrize("likelihood", ["bernoulli", "normal"])
 def test_a_model_saved_before_the_change_loads_and_gives_the_same_numbers(likelihood):
     expected = EXPECTED["models"][likelihood]
