@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tfvae.config import MAX_SEED, TrainConfig
+from tfvae.config import MAX_SEED, NETWORK_NAMES, TrainConfig
 from tfvae.startup import quiet_tensorflow
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -156,8 +156,6 @@ def _choices(registry: str) -> tuple[str, ...]:
 
         return names()
     if registry == "networks":
-        from tfvae.config import NETWORK_NAMES
-
         return NETWORK_NAMES
     from tfvae.likelihoods import LIKELIHOOD_NAMES
 
@@ -191,9 +189,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of all commands (``argparse``; errors exit with code 2)."""
-    from tfvae.datasets import names as dataset_names
-
-    DATASET_NAMES = dataset_names()
+    dataset_names = _choices("datasets")
 
     formatter = _Formatter
     parser = _Parser(prog="tfvae", description="Variational auto-encoders from the command line.",
@@ -243,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="metrics of a trained model on a dataset split (printed and JSON)",
         formatter_class=formatter, epilog=_exit_codes("0", "1 data", "2", "130"))
-    _data_arguments(evaluate, DATASET_NAMES)
+    _data_arguments(evaluate, dataset_names)
     evaluate.add_argument("--nll-samples", type=non_negative_int, default=0, metavar="K",
                           help="also estimate the NLL with K importance samples")
     evaluate.add_argument("--limit", type=positive_int, default=None, metavar="N",
@@ -258,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate = commands.add_parser(
         "interpolate", help="decode a straight line in z between two images into a PNG strip",
         formatter_class=formatter, epilog=_exit_codes("0", "1 data", "2", "130"))
-    _data_arguments(interpolate, DATASET_NAMES)
+    _data_arguments(interpolate, dataset_names)
     interpolate.add_argument("--index-a", type=non_negative_int, default=0, metavar="I",
                              help="first image: its index in the split")
     interpolate.add_argument("--index-b", type=non_negative_int, default=1, metavar="J",
