@@ -21,22 +21,44 @@ import tensorflow_probability as tfp
 from tfvae.seeds import stateless_seed
 from tfvae.validation import check_count
 
+tfd = tfp.distributions
+
 # Largest number of decoder outputs (K_chunk * B * prod(data_shape) floats)
-# held at once when estimating log p(x): 2**24 floats = 64 MiB per tensor.
-MAX_DECODED_VALUES = 2**24
+# held at once when estimating log p(x): 2**22 floats = 16 MiB per tensor,
+# small enough to stay in a CPU's last-level cache (larger chunks ran slower:
+# benchmarks/README.md).
+MAX_DECODED_VALUES = 2**22
 
 
-def log_weights(model, x, num_samples: int, seed) -> tf.Tensor:
-    """log w_k for ``num_samples`` draws per example: ``[K, B]``."""
-    q = model.posterior(x)
-    z = q.sample(num_samples, seed=seed)  # [K, B, D]
-    log_px_given_z = model.decode(z).log_prob(x)  # x broadcasts over K
+def sample_posterior(q: tfd.Distribution, num_samples: int, seed) -> tf.Tensor:
+    """``num_samples`` draws z ~ q(z|x): ``[K, B, D]``.
+
+    A diagonal Gaussian is sampled as ``loc + scale * eps`` with ``eps`` from
+    ``tf.random.stateless_normal(..., alg="philox")``: under XLA on a CPU the
+    default algorithm is many times slower (benchmarks/README.md), for the
+    same numbers. Other posteriors use ``q.sample``.
+    """
+    if isinstance(q, tfd.MultivariateNormalDiag):
+        loc = q.loc
+        shape = tf.concat([[num_samples], tf.shape(loc)], axis=0)
+        eps = tf.random.stateless_normal(shape, seed=seed, alg="philox")
+        return loc + q.scale.diag * eps
+    return q.sample(num_samples, seed=seed)
+
+
+def log_weights(model, x, num_samples: int, seed, y=None) -> tf.Tensor:
+    """log w_k for ``num_samples`` draws per example: ``[K, B]`` (``y``: the
+    labels of a conditional VAE)."""
+    q = model.posterior(x, y) if y is not None else model.posterior(x)
+    z = sample_posterior(q, num_samples, seed)  # [K, B, D]
+    p = model.decode(z, y) if y is not None else model.decode(z)
+    log_px_given_z = p.log_prob(x)  # x broadcasts over K
     return log_px_given_z + model.prior.log_prob(z) - q.log_prob(z)
 
 
-def iw_bound(model, x, num_samples: int, seed) -> tf.Tensor:
+def iw_bound(model, x, num_samples: int, seed, y=None) -> tf.Tensor:
     """The importance-weighted bound L_K per example, ``[B]``."""
-    lw = log_weights(model, x, num_samples, seed)
+    lw = log_weights(model, x, num_samples, seed, y)
     return tf.reduce_logsumexp(lw, axis=0) - math.log(num_samples)
 
 
@@ -64,8 +86,8 @@ def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
 
     Samples are drawn in chunks so that memory stays bounded: at most
     ``samples_per_chunk * batch_size * prod(data_shape)`` decoder outputs
-    (by default chosen to be at most ``MAX_DECODED_VALUES`` = 2**24 floats,
-    64 MiB) exist at once, whatever ``num_samples`` is. Chunks are combined
+    (by default chosen to be at most ``MAX_DECODED_VALUES`` = 2**22 floats,
+    16 MiB) exist at once, whatever ``num_samples`` is. Chunks are combined
     exactly with logsumexp, so the result does not depend on the chunking
     beyond the random draws.
 
