@@ -66,6 +66,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -296,11 +297,15 @@ def configurations(spe: list[int]) -> dict[str, Callable[[tfvae.VAE, dict], Runn
 
 
 def measure(kind: str, latent: int, hidden, data: dict, rounds: int,
-            spe: list[int]) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Seconds per pass of every configuration over ``rounds`` interleaved
-    rounds, and the median extra seconds of one ``fit`` call per fit runner."""
+            spe: list[int], rows: list[str] | None = None
+            ) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds per pass of every configuration (or of ``rows``) over
+    ``rounds`` interleaved rounds, and the median extra seconds of one
+    ``fit`` call per fit runner."""
     runners = {}
     for label, make in configurations(spe).items():
+        if rows and label not in rows:
+            continue
         runners[label] = make(build(kind, latent, hidden), data)
         runners[label]()  # compile and warm up
     seconds = {label: [] for label in runners}
@@ -322,7 +327,7 @@ def table(results: dict) -> str:
         rates = res["examples_per_s"]
         floor = rates["flop floor"]
         for label, rate in rates.items():
-            speedup = "" if label in ("flop floor", "data only") else \
+            speedup = "" if label in ("flop floor", "data only") or BASELINE not in rates else \
                 f"{rate / rates[BASELINE]:.2f}"
             slowdown = "" if label == "data only" else f"{floor / rate:.2f}"
             lines.append(f"| {name} ({res['batch']}) | {label} | {rate:,.0f} "
@@ -341,6 +346,11 @@ def main(argv=None) -> dict:
                    help="the 'many' steps_per_execution values; XLA is tried with the first "
                         f"(default: tfvae's default {DEFAULT_STEPS_PER_EXECUTION}, 8, 32, 128)")
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--rows", nargs="*", default=None, choices=list(configurations([1])),
+                   metavar="ROW", help="time only these configurations (default: all)")
+    p.add_argument("--check", type=float, default=5.0, metavar="PERCENT",
+                   help="the regression check: tfvae default within PERCENT of networks only "
+                        "(default 5); exit status 1 if a model misses it")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     rounds = 2 if args.quick else args.rounds
@@ -369,15 +379,16 @@ def main(argv=None) -> dict:
         x = (rng.random((examples, *DATA_SHAPE)) < 0.3).astype(np.float32)
         data = {"tfvae": tfvae.datasets.make_dataset(x, batch_size=batch, seed=0),
                 "autotuned": autotuned_dataset(x, batch)}
-        seconds, overhead = measure(kind, latent, hidden, data, rounds, args.spe)
+        seconds, overhead = measure(kind, latent, hidden, data, rounds, args.spe, args.rows)
         rates = {label: examples / statistics.median(s) for label, s in seconds.items()}
         flops = train_flops_per_example(build(kind, latent, hidden))
         results[name] = {"batch": batch, "examples_per_pass": examples,
                          "train_mflop_per_example": flops / 1e6,
                          "seconds_per_pass": seconds, "fit_call_overhead_s": overhead,
                          "examples_per_s": rates}
-        print(f"  {name}: done ({flops / 1e6:.2f} MFLOP per training example; one fit call "
-              f"adds {statistics.median(overhead.values()):.2f} s to its epochs)", flush=True)
+        added = (f"; one fit call adds {statistics.median(overhead.values()):.2f} s to its "
+                 "epochs" if overhead else "")
+        print(f"  {name}: done ({flops / 1e6:.2f} MFLOP per training example{added})", flush=True)
 
     # The best of the two peak measurements (a busy moment lowers one).
     peaks.append(peak_matmul_flops())
@@ -392,18 +403,40 @@ def main(argv=None) -> dict:
     print("\ntfvae default: speed-up over keras plain, distance from the FLOP floor")
     for name, res in results.items():
         r = res["examples_per_s"]
-        print(f"  {name}: {r['tfvae default'] / r[BASELINE]:.2f}x faster than plain Keras "
-              f"({r['tfvae default'] / r[TUNED_BASELINE]:.2f}x with its autotuned data), "
-              f"{r['flop floor'] / r['tfvae default']:.2f}x the FLOP-floor time")
+        against = (f"{r['tfvae default'] / r[BASELINE]:.2f}x faster than plain Keras "
+                   f"({r['tfvae default'] / r[TUNED_BASELINE]:.2f}x with its autotuned data), "
+                   if BASELINE in r and TUNED_BASELINE in r else "")
+        if "tfvae default" in r:
+            print(f"  {name}: {against}{r['flop floor'] / r['tfvae default']:.2f}x the "
+                  "FLOP-floor time")
+    missed = check_against_networks(results, args.check)
     out = {"started": started, "machine": machine, "peak_matmul_gflops": peak / 1e9,
            "peak_matmul_gflops_start_end": [p / 1e9 for p in peaks],
            "defaults": defaults, "quick": args.quick, "rounds": rounds, "spe": args.spe,
            "results": results}
+    out["check"] = {"percent": args.check, "missed": missed}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
     return out
 
 
+def check_against_networks(results: dict, percent: float) -> list[str]:
+    """Print the regression check (tfvae default at most ``percent`` slower
+    than the networks alone) per model; the models that miss it."""
+    missed = []
+    print(f"\nregression check: tfvae default within {percent:g}% of networks only")
+    for name, res in results.items():
+        r = res["examples_per_s"]
+        if "tfvae default" not in r or "networks only" not in r:
+            continue
+        slower = (r["networks only"] / r["tfvae default"] - 1) * 100
+        ok = slower <= percent
+        print(f"  {name}: {slower:+.1f}% ({'ok' if ok else 'MISSED'})")
+        if not ok:
+            missed.append(name)
+    return missed
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main()["check"]["missed"] else 0)

@@ -18,12 +18,14 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 _MODULES = ("callbacks", "checkpoints", "config", "datasets", "importance", "latent",
-            "likelihoods", "networks", "optimizers", "plot", "priors", "runs")
+            "likelihoods", "networks", "optimizers", "pixelcnn", "plot", "priors", "runs",
+            "semi_supervised")
 _NAMES = {"VAE": "model", "TrainConfig": "config", "train": "training", "KLWarmup": "callbacks",
           "TrainingDiverged": "callbacks", "FusedAdam": "optimizers",
           "StandardNormal": "priors", "Bernoulli": "likelihoods",
           "ContinuousBernoulli": "likelihoods", "Normal": "likelihoods",
-          "standard_normal_prior": "priors"}
+          "standard_normal_prior": "priors", "PixelCNN": "pixelcnn",
+          "SemiSupervisedVAE": "semi_supervised"}
 __all__ = [*_NAMES, *_MODULES]
 
 

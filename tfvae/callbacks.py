@@ -1,9 +1,11 @@
-"""Every Keras callback of tfvae: KL warm-up, the NaN guard, checkpoints, TensorBoard images."""
+"""Every Keras callback of tfvae: KL warm-up, the NaN guard, checkpoints, backups for
+resuming (one or several workers), TensorBoard images."""
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -11,8 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import runs
+from tfvae import distribute, runs
 from tfvae.checkpoints import weights_are_finite
+from tfvae.files import atomic_path, read_json, write_json
 from tfvae.seeds import stateless_seed
 from tfvae.validation import invalid_values_message
 
@@ -202,19 +205,22 @@ class ImageSummaries(keras.callbacks.Callback):
     ``reconstructions``: each data image beside its reconstruction E[x|z=mu];
     ``samples``: E[x|z] for a fixed set of z ~ p(z) (the same every epoch,
     so the images show how the decoder changes). Step = epochs completed.
+    For a conditional VAE the samples take the classes 0, 1, 2, ... in turn.
 
     Args:
         log_dir: folder of the event file.
         images: ``[n, *data_shape]`` data images to reconstruct.
         num_samples: number of samples.
         seed: seed of the samples' z.
+        labels: ``[n]`` labels of ``images`` (a conditional VAE needs them).
     """
 
     def __init__(self, log_dir: str | os.PathLike, images: np.ndarray, num_samples: int = 16,
-                 seed: int = 0):
+                 seed: int = 0, labels: np.ndarray | None = None):
         super().__init__()
         self.log_dir = str(Path(log_dir))
         self.images = np.asarray(images, np.float32)
+        self.labels = labels
         self.num_samples = num_samples
         self.seed = seed
         self.writer = None
@@ -225,8 +231,14 @@ class ImageSummaries(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not math.isfinite(float((logs or {}).get("loss", math.nan))):
             return
-        pairs = tf.concat([self.images, self.model.reconstruct(self.images)], axis=2)
-        samples = self.model.sample(self.num_samples, seed=stateless_seed(self.seed), mean=True)
+        classes = getattr(self.model, "num_classes", None)
+        conditional = {} if classes is None else {
+            "labels": np.arange(self.num_samples) % classes}
+        recon = (self.model.reconstruct(self.images) if self.labels is None
+                 else self.model.reconstruct(self.images, self.labels))
+        pairs = tf.concat([self.images, recon], axis=2)
+        samples = self.model.sample(self.num_samples, seed=stateless_seed(self.seed), mean=True,
+                                    **conditional)
         with self.writer.as_default(step=epoch + 1):
             tf.summary.image("reconstructions", tf.clip_by_value(pairs, 0.0, 1.0),
                              max_outputs=len(self.images),
@@ -239,3 +251,77 @@ class ImageSummaries(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.writer is not None:
             self.writer.close()
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's ``BackupAndRestore`` for one or several workers, with atomic commits.
+
+    After every epoch each worker saves the weights (model and optimizer) —
+    all of them, since saving may take part in collective operations — the
+    chief into ``backup_dir`` and the others into a private temporary folder
+    (:func:`tfvae.distribute.write_folder`). The chief's backup is committed
+    by writing :attr:`STATE` (completed epochs, the weights file, the logs so
+    far) atomically after the weights file, so a kill at any moment leaves the
+    previous epoch's backup whole. When ``fit`` starts, every worker restores
+    the chief's backup: weights and the epoch to continue from. Workers on
+    other machines must therefore see ``backup_dir`` (a shared folder). The
+    backup is deleted once the last epoch is done (``delete_checkpoint``), not
+    when training stops early (a time budget), so that a later run resumes.
+
+    Args:
+        backup_dir: the chief's backup folder (only its files are touched).
+        delete_checkpoint: remove the backup after the last epoch.
+    """
+
+    STATE = "backup_state.json"
+
+    def __init__(self, backup_dir: str | os.PathLike, delete_checkpoint: bool = True):
+        super().__init__(os.fspath(backup_dir), save_freq="epoch",
+                         delete_checkpoint=delete_checkpoint)
+        self.backup_dir = Path(backup_dir)
+        self.history: dict[str, list[float]] = {}
+
+    @classmethod
+    def saved_state(cls, backup_dir: str | os.PathLike) -> dict | None:
+        """The committed backup in ``backup_dir``: ``{"epoch", "weights", "history"}``, or None."""
+        state = read_json(Path(backup_dir) / cls.STATE)
+        if state is None or not (Path(backup_dir) / str(state.get("weights", ""))).is_file():
+            return None
+        return state
+
+    def on_train_begin(self, logs=None):
+        state = self.saved_state(self.backup_dir)
+        if state is None:
+            return
+        self._current_epoch = int(state["epoch"])
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)  # its moments are saved too
+        self.model.load_weights(self.backup_dir / state["weights"])
+        self.model._initial_epoch = int(state["epoch"])  # how Keras's own callback resumes fit
+        self.history = {k: list(v) for k, v in state.get("history", {}).items()}
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass  # backups at epoch ends only
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        name = f"epoch-{epoch + 1:05d}.weights.h5"
+        strategy = self.model.distribute_strategy
+        with distribute.write_folder(self.backup_dir, strategy) as folder:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder / name, suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp)
+            if distribute.is_chief(strategy):
+                write_json(folder / self.STATE,
+                           {"epoch": epoch + 1, "weights": name, "history": self.history})
+                for old in folder.glob("epoch-*.weights.h5"):
+                    if old.name != name:
+                        old.unlink(missing_ok=True)
+
+    def on_train_end(self, logs=None):
+        finished = self._current_epoch >= self.params.get("epochs", 0)
+        chief = distribute.is_chief(self.model.distribute_strategy)
+        if self.delete_checkpoint and finished and chief:
+            shutil.rmtree(self.backup_dir, ignore_errors=True)

@@ -54,7 +54,8 @@ def check_model_file(path: str | os.PathLike) -> None:
             f"complete .keras archive written by 'tfvae train' or VAE.save."
         ) from error
     name = config.get("registered_name") or config.get("class_name")
-    if name not in ("tfvae>VAE", "VAE"):
+    # The VAE and its subclass tfvae.semi_supervised.SemiSupervisedVAE.
+    if name not in ("tfvae>VAE", "VAE", "tfvae>SemiSupervisedVAE"):
         raise ModelFileError(
             f"model file {path} holds a {name!r} model; expected a tfvae VAE (registered "
             f"name 'tfvae>VAE')."

@@ -129,6 +129,20 @@ def _hidden_units(text):
     return units
 
 
+def _labels(text):
+    """``--labels``: ``all`` or class labels separated by commas (range checked with the model)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        labels = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        labels = ()
+    if not labels:
+        raise argparse.ArgumentTypeError(f"expected 'all' or class labels separated by commas "
+                                         f"(e.g. 1,3,5), got {text!r}")
+    return labels
+
+
 def _output(suffix: str | None = None):
     """An output file: not empty, not an existing folder, ending in ``suffix``."""
     def parse(text):
@@ -218,11 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", help="draw samples from a trained model into a PNG", formatter_class=formatter,
         epilog=_exit_codes("0", "1 write", "2", "130"),
         description="Write a grid of samples z ~ p(z) decoded to mean images E[x|z] (what\n"
-                    "training's samples.png shows), or with --draws to draws x ~ p(x|z).")
+                    "training's samples.png shows), or with --draws to draws x ~ p(x|z).\n"
+                    "For a conditional model (train --conditional): --label 3 for a grid of\n"
+                    "class 3, --labels all (the default) for one row per class.")
     sample.add_argument("--model", type=Path, required=True,
                         help="a .keras file (e.g. runs/mnist/model.keras)")
-    sample.add_argument("-n", "--num", type=positive_int, default=64,
-                        help="number of samples")
+    sample.add_argument("-n", "--num", type=positive_int, default=None,
+                        help="number of samples; with --labels, per class (default: 64; with "
+                             "--labels, 8)")
+    condition = sample.add_mutually_exclusive_group()
+    condition.add_argument("--label", type=non_negative_int, default=None, metavar="Y",
+                           help="conditional models: every sample of class Y")
+    condition.add_argument("--labels", type=_labels, default=None, metavar="all|Y,Y,...",
+                           help="conditional models: one row per class (all, or the classes "
+                                "given)")
     sample.add_argument("--out", type=_output(".png"), default=Path("samples.png"),
                         help="PNG file")
     sample.add_argument("--seed", type=int, default=None,
@@ -241,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter, epilog=_exit_codes("0", "1 data", "2", "130"))
     _data_arguments(evaluate, dataset_names)
     evaluate.add_argument("--nll-samples", type=non_negative_int, default=0, metavar="K",
-                          help="also estimate the NLL with K importance samples")
+                          help="also estimate the NLL with K importance samples (a conditional "
+                               "model: -log p(x|y))")
     evaluate.add_argument("--limit", type=positive_int, default=None, metavar="N",
                           help="evaluate a fixed random subset of N examples")
     evaluate.add_argument("--batch-size", type=positive_int, default=100, metavar="B",
@@ -327,7 +351,7 @@ def _print_metrics(metrics: dict) -> None:
 
 # ---------------------------------------------------------------- commands
 def _train(args) -> int:
-    from tfvae import runs, training
+    from tfvae import distribute, runs, training
 
     try:
         config = TrainConfig(**{f.name: getattr(args, f.name)
@@ -353,9 +377,37 @@ def _train(args) -> int:
     for split in ("train", "validation", "test"):
         print(f"{split} (nats per example):")
         _print_metrics(metrics[split])
+    if not distribute.is_chief():  # TF_CONFIG: another worker wrote the run folder
+        print(f"This worker trained with the cluster's chief, which wrote {out}.")
+        return EXIT_OK
     print(f"Wrote {out}: {runs.MODEL}, {runs.METRICS}, {runs.SAMPLES_PNG}, "
           f"{runs.RECONSTRUCTIONS_PNG}, {runs.LOGS}/ (tensorboard --logdir {out / runs.LOGS})")
     return EXIT_OK
+
+
+def _sample_labels(args, model) -> tuple[list | None, int, int | None]:
+    """``(labels, n, ncols)`` of ``tfvae sample``: labels None for an
+    unconditional model; one row per class for ``--labels``."""
+    classes = getattr(model, "num_classes", None)
+    asked = "--label" if args.label is not None else "--labels" if args.labels else None
+    if classes is None:
+        if asked:
+            raise UsageError(f"{asked} is for conditional models (train --conditional); "
+                             f"{args.model} is unconditional.")
+        return None, args.num or 64, args.ncols
+    if args.label is not None:
+        rows = [args.label]
+    else:
+        rows = list(range(classes)) if args.labels in (None, "all") else list(args.labels)
+    bad = [y for y in rows if not 0 <= y < classes]
+    if bad:
+        raise UsageError(f"label {bad[0]} is out of range: {args.model} has {classes} classes, "
+                         f"labels 0 to {classes - 1}.")
+    if args.label is not None:
+        n = args.num or 64
+        return [args.label] * n, n, args.ncols
+    per_row = args.num or 8
+    return [y for y in rows for _ in range(per_row)], per_row * len(rows), args.ncols or per_row
 
 
 def _sample(args) -> int:
@@ -364,11 +416,27 @@ def _sample(args) -> int:
 
     writable_dir(args.out.parent)
     model = _load_model(args.model)
-    images = model.sample(args.num, seed=stateless_seed(args.seed), mean=not args.draws).numpy()
-    plot.save_image_grid(images, args.out, ncols=args.ncols)
-    print(f"Wrote {args.num} {'draws x ~ p(x|z)' if args.draws else 'mean images E[x|z]'} to "
-          f"{args.out}")
+    labels, n, ncols = _sample_labels(args, model)
+    conditional = {} if labels is None else {"labels": labels}
+    images = model.sample(n, seed=stateless_seed(args.seed), mean=not args.draws,
+                          **conditional).numpy()
+    plot.save_image_grid(images, args.out, ncols=ncols)
+    what = "draws x ~ p(x|z)" if args.draws else "mean images E[x|z]"
+    if labels is None:
+        print(f"Wrote {n} {what} to {args.out}")
+    elif args.label is not None:
+        print(f"Wrote {n} {what.replace('|z', '|z,y')} of class {args.label} to {args.out}")
+    else:
+        rows = list(dict.fromkeys(labels))
+        print(f"Wrote {n} {what.replace('|z', '|z,y')} to {args.out}, one row per class: "
+              f"{', '.join(map(str, rows))}")
     return EXIT_OK
+
+
+def _refuse_conditional(model, what: str) -> None:
+    if getattr(model, "num_classes", None) is not None:
+        raise UsageError(f"{what} is for unconditional models only (yet); this model is "
+                         f"conditional ({model.num_classes} classes).")
 
 
 def _evaluate(args) -> int:
@@ -379,10 +447,15 @@ def _evaluate(args) -> int:
     model = _load_model(args.model)
     dataset = _dataset_of(args)
     out = args.out or args.model.parent / f"evaluation-{dataset}-{args.split}.json"
-    x = datasets.load(dataset, args.split, args.limit)[0]
+    x, y = datasets.load(dataset, args.split, args.limit)
     _check_shape(model, x, dataset)
+    conditional = getattr(model, "num_classes", None) is not None
+    if conditional and (y is None or y.max() >= model.num_classes):
+        raise UsageError(f"this model is conditional ({model.num_classes} classes), but {dataset} "
+                         f"has {'no labels' if y is None else f'labels up to {y.max()}'}.")
     metrics = training.evaluate(model, x, args.batch_size, args.nll_samples,
-                                verbose=1 if sys.stdout.isatty() else 2)
+                                verbose=1 if sys.stdout.isatty() else 2,
+                                labels=y if conditional else None)
     metrics.update(model=str(args.model), dataset=dataset, split=args.split, examples=len(x))
     print(f"{dataset} {args.split} ({len(x)} examples, nats per example):")
     _print_metrics(metrics)
@@ -396,6 +469,7 @@ def _interpolate(args) -> int:
 
     writable_dir(args.out.parent)
     model = _load_model(args.model)
+    _refuse_conditional(model, "interpolate")
     dataset = _dataset_of(args)
     x = datasets.load(dataset, args.split)[0]
     _check_shape(model, x, dataset)

@@ -57,6 +57,9 @@ class TrainConfig:
     dynamic_binarization: bool = _option(
         False, "redraw each training pixel as Bernoulli(grey value) every epoch (Burda et al.); "
         "valid and test are binarized once")
+    conditional: bool = _option(
+        False, "a conditional VAE: q(z|x,y) and p(x|z,y) with y the class labels of the "
+        "dataset (labelled datasets only); then 'tfvae sample --label 3' draws a chosen class")
     limit: int | None = _option(None, "at most N examples per split (quick runs)", metavar="N",
                                 low=0, strict=True)
     seed: int = _option(0, f"seed of the initial weights, subsets and sampling (0 to {MAX_SEED})",
@@ -64,7 +67,8 @@ class TrainConfig:
     minutes: float | None = _option(
         None, "stop after the epoch that ends past this many minutes of training (counted "
         "across resumes)", metavar="M", low=0, strict=True, identity=False)
-    nll_samples: int = _option(0, "also estimate the test NLL with K importance samples",
+    nll_samples: int = _option(0, "also estimate the test NLL with K importance samples "
+                               "(conditional: -log p(x|y))",
                                metavar="K", low=0, identity=False)
 
     def __post_init__(self):
@@ -80,11 +84,15 @@ class TrainConfig:
                 raise ValueError(
                     f"hidden_units must be positive integers, got {self.hidden_units!r}.")
             self.hidden_units = tuple(int(u) for u in units)
-        if self.likelihood is None:
-            from tfvae.datasets import get
+        from tfvae.datasets import DATASETS, get
 
+        if self.likelihood is None:
             self.likelihood = get(self.dataset).likelihood
         self.likelihood = self.likelihood.strip().lower()
+        if self.conditional and not get(self.dataset).label_names:
+            labelled = ", ".join(d.name for d in DATASETS.values() if d.label_names)
+            raise ValueError(f"conditional needs class labels, and {self.dataset} has none; "
+                             f"expected a labelled dataset ({labelled}).")
 
     def identity(self) -> dict:
         """The fields a resumed run must share with the stored run."""

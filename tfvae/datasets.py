@@ -398,8 +398,10 @@ def load(name: str, split: str = "train", limit: int | None = None, binarized: b
 
 def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
                  dynamic_binarization: bool = False, seed: int | None = None,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
-    """A batched, prefetched ``tf.data.Dataset`` of ``x`` (no labels).
+                 drop_remainder: bool = False, labels: np.ndarray | None = None
+                 ) -> tf.data.Dataset:
+    """A batched, prefetched ``tf.data.Dataset`` of ``x``, or of ``(x, labels)``
+    pairs when ``labels`` (``[N]``, e.g. for a conditional VAE) are given.
 
     The array is held in memory once (``from_tensor_slices`` then ``cache``),
     reshuffled every epoch when ``shuffle``; with ``dynamic_binarization``
@@ -408,7 +410,8 @@ def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
     """
     import tensorflow as tf  # here, so that the command line starts without TensorFlow
 
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(x, np.float32)).cache()
+    x = np.asarray(x, np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(x if labels is None else (x, labels)).cache()
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -417,7 +420,11 @@ def make_dataset(x: np.ndarray, batch_size: int = 128, shuffle: bool = True,
         # replay the same draws on every new iterator once a global seed is set.
         noise = (tf.random.Generator.from_seed(seed) if seed is not None
                  else tf.random.Generator.from_non_deterministic_state())
-        ds = ds.map(lambda b: tf.cast(noise.uniform(tf.shape(b)) < b, tf.float32))
+
+        def binarize_batch(b):
+            return tf.cast(noise.uniform(tf.shape(b)) < b, tf.float32)
+
+        ds = ds.map(binarize_batch if labels is None else lambda b, y: (binarize_batch(b), y))
     # The data are in memory, so two batches in flight keep any device fed.
     # tf.data's autotuner is switched off: with data in memory it has nothing
     # to tune, and on small CPUs it slowed some passes (benchmarks/README.md).

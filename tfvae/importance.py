@@ -68,12 +68,13 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _chunk_logsumexp(model):
-    """A compiled function: logsumexp over one chunk of samples, ``[B]``."""
+    """A compiled function ``run(x, num_samples, seed, y=None)``: logsumexp
+    over one chunk of samples, ``[B]`` (``y``: a conditional VAE's labels)."""
     if model not in _COMPILED:
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def run(x, num_samples, seed):
-            return tf.reduce_logsumexp(log_weights(model, x, num_samples, seed), axis=0)
+        def run(x, num_samples, seed, y=None):
+            return tf.reduce_logsumexp(log_weights(model, x, num_samples, seed, y), axis=0)
 
         _COMPILED[model] = run
     return _COMPILED[model]
@@ -81,8 +82,9 @@ def _chunk_logsumexp(model):
 
 def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
                    samples_per_chunk: int | None = None, seed: int | None = 0,
-                   verbose: int = 1) -> np.ndarray:
-    """Estimate log p(x) per example by importance sampling with q(z|x).
+                   verbose: int = 1, y=None) -> np.ndarray:
+    """Estimate log p(x) per example by importance sampling with q(z|x)
+    (a conditional VAE with labels ``y``: log p(x|y), sampling q(z|x,y)).
 
     Samples are drawn in chunks so that memory stays bounded: at most
     ``samples_per_chunk * batch_size * prod(data_shape)`` decoder outputs
@@ -99,9 +101,11 @@ def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
         samples_per_chunk: samples per compiled call (default from the bound).
         seed: int for a reproducible estimate.
         verbose: 1 shows a progress bar.
+        y: int labels ``[N]`` of a conditional VAE (checked by the caller,
+            :meth:`tfvae.VAE.log_likelihood`), else ``None``.
 
     Returns:
-        ``[N]`` float64 array of log p(x) estimates in nats.
+        ``[N]`` float64 array of log p(x) (conditional: log p(x|y)) estimates in nats.
 
     Raises:
         ValueError: a count that is not an integer >= 1, or an empty ``x``.
@@ -111,6 +115,7 @@ def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
     if samples_per_chunk is not None:
         samples_per_chunk = check_count(samples_per_chunk, "samples_per_chunk")
     x = np.asarray(x, dtype=np.float32)
+    y = None if y is None else np.asarray(y, dtype=np.int32)
     if len(x) == 0:
         raise ValueError(f"x is empty (shape {x.shape}); expected at least one example.")
     values_per_sample = batch_size * math.prod(model.data_shape)
@@ -124,12 +129,14 @@ def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
     results = []
     for b in range(n_batches):
         batch = tf.constant(x[b * batch_size:(b + 1) * batch_size])
+        labels = None if y is None else tf.constant(y[b * batch_size:(b + 1) * batch_size],
+                                                    tf.int32)
         partial = []
         done = 0
         while done < num_samples:
             k = min(samples_per_chunk, num_samples - done)
             seed, chunk_seed = tfp.random.split_seed(seed)
-            partial.append(run(batch, k, chunk_seed))
+            partial.append(run(batch, k, chunk_seed, labels))
             done += k
         total = tf.reduce_logsumexp(tf.stack(partial), axis=0) - math.log(num_samples)
         results.append(total.numpy().astype(np.float64))

@@ -2,7 +2,8 @@
 
 Shapes used below: ``B`` examples in a batch, ``D = latent_dim``, ``K``
 importance samples, ``data_shape`` the shape of one example (e.g.
-``(28, 28, 1)``). All log-probabilities are in nats, per example.
+``(28, 28, 1)``), ``C = num_classes`` for a conditional VAE. All
+log-probabilities are in nats, per example.
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ import tensorflow_probability as tfp
 
 from tfvae import importance
 from tfvae.callbacks import NonFiniteLossGuard, TrainingDiverged
+from tfvae.distribute import step_outputs, xla_problem
 from tfvae.likelihoods import Likelihood, get_likelihood
 from tfvae.optimizers import get_optimizer
 from tfvae.priors import FixedPrior, Prior, get_prior
 from tfvae.seeds import stateless_seed
 from tfvae.validation import (
     assert_valid_batch,
+    assert_valid_labels,
     check_count,
     check_data,
+    check_labels,
     check_number,
     first_batch,
     invalid_batch_error,
+    invalid_labels_error,
+    invalid_labels_message,
     invalid_values_message,
 )
 
@@ -79,10 +85,25 @@ class VAE(keras.Model):
         iw_samples: if above 1, ``evaluate`` also reports ``iw_elbo``, the
             importance-weighted bound with this many samples (Burda et al.).
         seed: seed of the model's sampling noise.
+        num_classes: ``None`` (an unconditional VAE), or ``C``: a conditional
+            VAE (Kingma et al. 2014; Sohn et al. 2015), q(z|x,y) and
+            p(x|z,y) with y a class label in ``[0, C)``, given to the
+            networks as a one-hot ``[B, C]`` vector: build them with
+            ``condition_dim=C`` (:func:`tfvae.networks.build_networks`), so
+            that the encoder takes ``[x, one_hot(y)]`` and the decoder
+            ``[z, one_hot(y)]``. Then ``fit``/``evaluate`` take labels
+            (``fit(x, y)`` or a ``tf.data`` of ``(x, y)`` batches), and
+            :meth:`encode`, :meth:`decode`, :meth:`posterior`,
+            :meth:`reconstruct`, :meth:`sample` (``labels=``) and
+            :meth:`predict` need them: int labels ``[B]``, checked like
+            ``x`` (count, dtype, NaN, range), in every batch. The prior p(z)
+            is the same for every class. ``iw_samples`` and
+            :meth:`log_likelihood` then bound and estimate log p(x|y).
 
     Training minimises ``reconstruction + beta * kl`` averaged over the batch,
     where ``reconstruction = -E_q[log p(x|z)]`` (one reparameterised sample)
-    and ``kl = KL(q(z|x) || p(z))``. ``fit``/``evaluate`` report ``loss``,
+    and ``kl = KL(q(z|x) || p(z))`` (conditional: ``-E_q[log p(x|z,y)]`` and
+    ``KL(q(z|x,y) || p(z))``, a bound on log p(x|y)). ``fit``/``evaluate`` report ``loss``,
     ``reconstruction``, ``kl`` and ``elbo`` (per example, nats).
 
     Every batch is checked inside the compiled step (finite, within the
@@ -96,16 +117,22 @@ class VAE(keras.Model):
     :class:`tfvae.callbacks.TrainingDiverged`.
     """
 
+    # Whether fit/evaluate accept the label -1 (validation.MISSING_LABEL) for an
+    # unlabelled example: only the semi-supervised subclass can train on those.
+    allows_missing_labels = False
+
     def __init__(self, encoder: keras.Model, decoder: keras.Model, latent_dim: int,
                  likelihood: str | Likelihood = "bernoulli",
                  prior: str | Prior | tfd.Distribution | None = None, beta: float = 1.0,
                  kl: str = "analytic", iw_samples: int = 0, seed: int | None = None,
-                 kl_warmup_steps: int = 0, **kwargs):
+                 kl_warmup_steps: int = 0, num_classes: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.latent_dim = int(latent_dim)
-        self.data_shape = tuple(int(d) for d in encoder.input_shape[1:])
+        self.num_classes = (None if num_classes is None
+                            else check_count(num_classes, "num_classes", low=2))
+        self.data_shape = tuple(int(d) for d in encoder.inputs[0].shape[1:])
         self._check_networks()
         self.likelihood = get_likelihood(likelihood)
         self.likelihood.build_for(self.data_shape)
@@ -142,16 +169,34 @@ class VAE(keras.Model):
         # Bad input values seen since fit/evaluate began (not in self.metrics:
         # neither logged nor reset by Keras); see invalid_values().
         self.invalid_tracker = keras.metrics.Sum(name="invalid_values")
+        self.invalid_labels_tracker = keras.metrics.Sum(name="invalid_labels")
         self.built = True
 
     def _check_networks(self):
+        inputs = len(self.encoder.inputs), len(self.decoder.inputs)
+        wanted = 1 if self.num_classes is None else 2
+        if inputs != (wanted, wanted):
+            raise ValueError(
+                f"encoder and decoder take {inputs[0]} and {inputs[1]} input(s); this VAE has "
+                f"num_classes={self.num_classes}, so expected {wanted} each: "
+                + ("x and z (build them without condition_dim)." if wanted == 1 else
+                   f"[x, condition] and [z, condition], e.g. networks.build_networks(..., "
+                   f"condition_dim={self.num_classes})."))
+        if self.num_classes is not None:
+            sizes = (tuple(self.encoder.inputs[1].shape[1:]),
+                     tuple(self.decoder.inputs[1].shape[1:]))
+            if sizes != ((self.num_classes,),) * 2:
+                raise ValueError(
+                    f"the networks' condition inputs have shapes {sizes[0]} and {sizes[1]}; "
+                    f"expected ({self.num_classes},) each, the one-hot label of "
+                    f"num_classes={self.num_classes}.")
         out = tuple(self.encoder.output_shape[1:])
         if out != (2 * self.latent_dim,):
             raise ValueError(
                 f"encoder output shape is {out}; expected ({2 * self.latent_dim},), the mean "
                 f"and raw scale of q(z|x) for latent_dim={self.latent_dim}."
             )
-        dec_in = tuple(self.decoder.input_shape[1:])
+        dec_in = tuple(self.decoder.inputs[0].shape[1:])
         dec_out = tuple(self.decoder.output_shape[1:])
         if dec_in != (self.latent_dim,) or dec_out != self.data_shape:
             raise ValueError(
@@ -168,29 +213,57 @@ class VAE(keras.Model):
         """p(z), a TFP distribution with event shape ``[D]``."""
         return self.latent_prior.distribution()
 
-    def posterior(self, x, training: bool = False) -> tfd.MultivariateNormalDiag:
-        """q(z|x), the encoder's diagonal Gaussian: batch shape ``[B]``, event ``[D]``.
+    def _networks_input(self, main, y):
+        """``main``, or ``[main, one_hot(y)]`` for a conditional VAE.
+
+        Label values are not checked here (compiled code checks them per batch
+        with :func:`tfvae.validation.assert_valid_labels`, public methods
+        eagerly); only whether they were given where the model needs them,
+        and not given where it does not.
+        """
+        if self.num_classes is None or y is None:
+            self._check_labels(y, None, "y")  # raises if the VAE wants the opposite
+            return main
+        # Both tensors: Keras refuses a list mixing arrays and tensors.
+        return [tf.convert_to_tensor(main), tf.one_hot(tf.cast(y, tf.int32), self.num_classes)]
+
+    def posterior(self, x, y=None, training: bool = False) -> tfd.MultivariateNormalDiag:
+        """q(z|x) (conditional: q(z|x,y), ``y`` int labels ``[B]``), the encoder's
+        diagonal Gaussian: batch shape ``[B]``, event ``[D]``.
 
         The public :meth:`encode` is this plus eager input checks; compiled
         code (training and test steps) calls ``posterior`` directly.
         """
-        params = tf.cast(self.encoder(x, training=training), tf.float32)
+        inputs = self._networks_input(x, y)
+        params = tf.cast(self.encoder(inputs, training=training), tf.float32)
         loc, raw_scale = tf.split(params, 2, axis=-1)
         scale = tf.nn.softplus(raw_scale) + MIN_POSTERIOR_SCALE
         return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
 
-    def decode(self, z, training: bool = False) -> tfd.Distribution:
-        """p(x|z): batch shape ``z.shape[:-1]``, event shape ``data_shape``."""
+    def decode(self, z, y=None, training: bool = False) -> tfd.Distribution:
+        """p(x|z) (conditional: p(x|z,y)): batch shape ``z.shape[:-1]``, event
+        shape ``data_shape``.
+
+        ``y``: int labels of the last batch axis of ``z`` (``[B]`` for ``z``
+        ``[B, D]`` or ``[K, B, D]``), checked when run eagerly.
+        """
         z = tf.convert_to_tensor(z, tf.float32)
         lead = tf.shape(z)[:-1]
-        params = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
+        flat_z = tf.reshape(z, [-1, self.latent_dim])
+        if self.num_classes is not None and y is not None:
+            if tf.executing_eagerly():
+                y = check_labels(y, self.num_classes, z.shape[-2] if z.shape.rank > 1 else None)
+            # One label per example of the last batch axis, repeated over the others.
+            y = tf.reshape(tf.broadcast_to(tf.cast(y, tf.int32), lead), [-1])
+        params = self.decoder(self._networks_input(flat_z, y), training=training)
         params = tf.reshape(params, tf.concat([lead, self.data_shape], axis=0))
         return self.likelihood.distribution(params)
 
-    def encode(self, x) -> tfd.MultivariateNormalDiag:
-        """:meth:`posterior` after checking ``x`` (shape, dtype, NaN, support)."""
+    def encode(self, x, y=None) -> tfd.MultivariateNormalDiag:
+        """:meth:`posterior` after checking ``x`` (shape, dtype, NaN, support)
+        and, for a conditional VAE, its labels ``y``."""
         self._check(x, "x")
-        return self.posterior(tf.convert_to_tensor(x))
+        return self.posterior(tf.convert_to_tensor(x), self._check_labels(y, len(x), "y"))
 
     def kl_divergence(self, q: tfd.Distribution, z: tf.Tensor) -> tf.Tensor:
         """KL(q || p) per example, ``[B]``: closed form, or log q(z) - log p(z)."""
@@ -198,24 +271,43 @@ class VAE(keras.Model):
             return tfd.kl_divergence(q, self.prior)
         return q.log_prob(z) - self.prior.log_prob(z)
 
-    def elbo_terms(self, x, training: bool = False, seed=None) -> tuple[tf.Tensor, tf.Tensor]:
+    def elbo_terms(self, x, y=None, training: bool = False, seed=None
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
         """``(reconstruction, kl)`` per example, each ``[B]`` nats.
 
         ``reconstruction = -log p(x|z)`` at one reparameterised sample
-        ``z = mu + sigma * eps`` (an unbiased estimate of -E_q log p(x|z)).
+        ``z = mu + sigma * eps`` (an unbiased estimate of -E_q log p(x|z));
+        conditional: ``-log p(x|z,y)`` with z ~ q(z|x,y), ``y`` labels ``[B]``.
         """
-        q = self.posterior(x, training=training)
+        q = self.posterior(x, y, training=training)
         z = q.sample(seed=self._next_seed() if seed is None else stateless_seed(seed))
-        reconstruction = -self.decode(z, training=training).log_prob(x)
+        reconstruction = -self.decode(z, y, training=training).log_prob(x)
         return reconstruction, self.kl_divergence(q, z)
+
+    def _checked_batch(self, data, step=None):
+        """``(x, labels, sample_weight)`` of one batch of a compiled step, after
+        the in-graph checks of ``x`` and (conditional) the labels."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, bad = assert_valid_batch(x, self.likelihood.support, step)
+        self.invalid_tracker.update_state(bad)
+        if self.num_classes is None:  # labels, if any, are ignored, as before
+            return x, None, sample_weight
+        if y is None:
+            check_labels(None, self.num_classes, name="y")  # raises
+        y, bad_labels = assert_valid_labels(y, self.num_classes, self.allows_missing_labels)
+        self.invalid_labels_tracker.update_state(bad_labels)
+        return x, y, sample_weight
+
+    def _batch_terms(self, data, training: bool, step=None):
+        """``(x, labels, reconstruction, kl)`` of one batch of a compiled step,
+        after the in-graph checks of ``x`` and (conditional) the labels."""
+        x, y, _ = self._checked_batch(data, step)
+        return x, y, *self.elbo_terms(x, y, training=training)
 
     # -------------------------------------------------------------- training
     def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, bad = assert_valid_batch(x, self.likelihood.support, self.optimizer.iterations + 1)
-        self.invalid_tracker.update_state(bad)
         with tf.GradientTape() as tape:
-            reconstruction, kl = self.elbo_terms(x, training=True)
+            _, _, reconstruction, kl = self._batch_terms(data, True, self.optimizer.iterations + 1)
             beta = self.kl_weight()
             loss = tf.reduce_mean(reconstruction + beta * kl)
             if self.losses:
@@ -228,21 +320,18 @@ class VAE(keras.Model):
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         self._update_metrics(reconstruction, kl, beta)
-        return self._metric_results()
+        return step_outputs(self._metric_results())
 
     def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, bad = assert_valid_batch(x, self.likelihood.support)
-        self.invalid_tracker.update_state(bad)
-        reconstruction, kl = self.elbo_terms(x, training=False)
-        if self.iw_samples > 1:
-            bound = importance.iw_bound(self, x, self.iw_samples, seed=self._next_seed())
+        x, y, reconstruction, kl = self._batch_terms(data, False)
+        if self.iw_samples > 1:  # conditional: a bound on log p(x|y)
+            bound = importance.iw_bound(self, x, self.iw_samples, seed=self._next_seed(), y=y)
             self.iw_elbo_tracker.update_state(bound)
         self._update_metrics(reconstruction, kl, self.kl_weight())
         metrics = self._metric_results()
         if self.iw_samples > 1:
             metrics["iw_elbo"] = self.iw_elbo_tracker.result()
-        return metrics
+        return step_outputs(metrics)
 
     def invalid_values(self) -> int:
         """NaN, inf or out-of-support input values that the compiled steps saw
@@ -277,10 +366,26 @@ class VAE(keras.Model):
         return trackers + ([self.iw_elbo_tracker] if self.iw_samples > 1 else [])
 
     def call(self, x, training: bool = False):
-        """Mean reconstruction E[x|z] at one z ~ q(z|x): ``[B, *data_shape]``."""
-        q = self.posterior(x, training=training)
+        """Mean reconstruction E[x|z] at one z ~ q(z|x): ``[B, *data_shape]``.
+
+        Conditional: ``x`` is the pair ``(x, y)``, E[x|z,y] at z ~ q(z|x,y).
+        """
+        y = None
+        if self.num_classes is not None:
+            x, y = x
+        q = self.posterior(x, y, training=training)
         z = q.sample(seed=self._next_seed())
-        return self.decode(z, training=training).mean()
+        return self.decode(z, y, training=training).mean()
+
+    def predict_step(self, data):
+        if self.num_classes is None:
+            return super().predict_step(data)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None and isinstance(x, (tuple, list)):  # arrays given as one (x, y) input
+            x, y = x
+        x, _ = assert_valid_batch(x, self.likelihood.support)
+        y, _ = assert_valid_labels(y, self.num_classes)
+        return self.call((x, y))
 
     def compile(self, optimizer="adam", jit_compile: bool | str = "auto",
                 steps_per_execution: int | str = "auto", **kwargs):
@@ -295,6 +400,8 @@ class VAE(keras.Model):
                 Keras's own ``"auto"`` chooses it, i.e. on a GPU, outside a
                 ``tf.distribute`` strategy, and not with ``run_eagerly`` (on a
                 CPU XLA gained nothing in ``benchmarks/train_speed.py``).
+                ``True`` is refused under a multi-worker strategy on CPUs,
+                where TensorFlow cannot compile the collectives.
             steps_per_execution: an int >= 1, or ``"auto"`` (default):
                 ``DEFAULT_STEPS_PER_EXECUTION`` training steps per call of the
                 compiled function, which removes most of Keras's per-step
@@ -313,6 +420,8 @@ class VAE(keras.Model):
             raise ValueError("VAE computes its own loss (the negative ELBO); do not pass loss=.")
         if not (jit_compile == "auto" or isinstance(jit_compile, bool)):
             raise ValueError(f"jit_compile must be True, False or 'auto', got {jit_compile!r}.")
+        if jit_compile is True and xla_problem(self.distribute_strategy):
+            raise ValueError(xla_problem(self.distribute_strategy))
         if steps_per_execution == "auto":
             distributed = self._distribute_strategy is not None or tf.distribute.has_strategy()
             spe = 1 if kwargs.get("run_eagerly") or distributed else DEFAULT_STEPS_PER_EXECUTION
@@ -340,9 +449,51 @@ class VAE(keras.Model):
         if batch is not None:
             check_data(batch, self.data_shape, self.likelihood.support, name)
 
+    def _check_labels(self, y, count: int | None, name: str) -> np.ndarray | None:
+        """Labels as int32 ``[count]`` for a conditional VAE (checked), None otherwise;
+        ``ValueError`` for labels missing, bad, or given to an unconditional VAE."""
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError(f"{name} was given, but this VAE is unconditional "
+                                 f"(num_classes=None); expected no labels.")
+            return None
+        return check_labels(y, self.num_classes, count, name)
+
+    def _check_inputs(self, x, y, name: str) -> None:
+        """Check ``x`` (its first batch for a dataset) and, for a conditional
+        VAE, its labels: ``y``, or the second item of a dataset's elements."""
+        if isinstance(x, tf.data.Dataset):
+            element = next(iter(x.take(1)), None)
+            if element is None:
+                return
+            pair = isinstance(element, (tuple, list))
+            x, y = (element[0], element[1] if len(element) > 1 else None) if pair else (element,
+                                                                                       None)
+            labels = f"the labels of {name} (the second item of its elements)"
+        else:
+            x, labels = first_batch(x), ("y" if name == "x" else f"the labels of {name}")
+        if x is None:
+            return
+        check_data(x, self.data_shape, self.likelihood.support, name)
+        if self.num_classes is not None:
+            check_labels(y, self.num_classes, len(x), labels, self.allows_missing_labels)
+
+    def _raise_for_invalid_labels(self) -> None:
+        """After a compiled run under XLA (which drops the in-graph assertion)."""
+        bad = int(keras.ops.convert_to_numpy(self.invalid_labels_tracker.result()))
+        if bad:
+            message = invalid_labels_message("y", bad, self.num_classes,
+                                             self.allows_missing_labels)
+            raise ValueError(f"{message} (found after "
+                             f"the compiled step ran: XLA drops in-graph checks).")
+
+    def _invalid_labels_error(self):
+        return invalid_labels_error("y", self.num_classes or 0, self.allows_missing_labels)
+
     def fit(self, x=None, y=None, *args, validation_data=None, callbacks=None, **kwargs):
-        """``keras.Model.fit``, with checks of ``x`` before any work and a
-        :class:`tfvae.callbacks.NonFiniteLossGuard` unless one is given.
+        """``keras.Model.fit``, with checks of ``x`` (and, conditional, its labels
+        ``y``) before any work and a :class:`tfvae.callbacks.NonFiniteLossGuard`
+        unless one is given.
 
         Raises:
             ValueError: bad data (in any batch: shape, dtype, NaN/inf, values
@@ -351,71 +502,95 @@ class VAE(keras.Model):
             TrainingDiverged: the loss became NaN/inf; the weights of the
                 last good epoch (or the initial ones) were restored.
         """
-        self._check(x, "x")
+        self._check_inputs(x, y, "x")
         if validation_data is not None:
             val = validation_data
             if isinstance(val, (tuple, list)):
-                val = val[0]
-            self._check(val, "validation_data")
+                val, val_y = val[0], (val[1] if len(val) > 1 else None)
+            else:
+                val_y = None
+            self._check_inputs(val, val_y, "validation_data")
         callbacks = list(callbacks or [])
         guard = next((c for c in callbacks if isinstance(c, NonFiniteLossGuard)), None)
         if guard is None:
             guard = NonFiniteLossGuard()
             callbacks.append(guard)
         self.invalid_tracker.reset_state()
-        with invalid_batch_error("x"):
+        self.invalid_labels_tracker.reset_state()
+        with invalid_batch_error("x"), self._invalid_labels_error():
             history = super().fit(x, y, *args, validation_data=validation_data,
                                   callbacks=callbacks, **kwargs)
         if guard.message:
             raise (ValueError if guard.bad_data else TrainingDiverged)(guard.message)
+        self._raise_for_invalid_labels()
         return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check(x, "x")
+        self._check_inputs(x, y, "x")
         self.invalid_tracker.reset_state()
-        with invalid_batch_error("x"):
+        self.invalid_labels_tracker.reset_state()
+        with invalid_batch_error("x"), self._invalid_labels_error():
             result = super().evaluate(x, y, *args, **kwargs)
         bad = self.invalid_values()
         if bad:  # only under XLA: otherwise the assertion raised above
             raise ValueError(f"{invalid_values_message('x', 'a batch', bad)}; expected finite "
                              f"values in the likelihood's support (for pixels: [0, 1]).")
+        self._raise_for_invalid_labels()
         return result
 
-    def predict(self, x, *args, **kwargs):
-        """E[x|z] at one z ~ q(z|x) per example (:meth:`call`), after checking ``x``."""
-        self._check(x, "x")
-        with invalid_batch_error("x"):
+    def predict(self, x, *args, y=None, **kwargs):
+        """E[x|z] at one z ~ q(z|x) per example (:meth:`call`), after checking ``x``.
+
+        Conditional: E[x|z,y] at z ~ q(z|x,y), with labels ``y`` (arrays), or
+        ``x`` a ``tf.data`` of ``(x, y)`` batches.
+        """
+        self._check_inputs(x, y, "x")
+        if self.num_classes is not None and not isinstance(x, tf.data.Dataset):
+            x = (x, y)
+        elif y is not None and self.num_classes is None:
+            self._check_labels(y, None, "y")  # raises: labels for an unconditional VAE
+        with invalid_batch_error("x"), invalid_labels_error("y", self.num_classes or 0):
             return super().predict(x, *args, **kwargs)
 
     # ------------------------------------------------------------ inference
-    def sample(self, n: int, seed: int | None = None, mean: bool = False) -> tf.Tensor:
-        """Generate ``n`` examples: z ~ p(z), then x ~ p(x|z).
+    def sample(self, n: int, seed: int | None = None, mean: bool = False, labels=None
+               ) -> tf.Tensor:
+        """Generate ``n`` examples: z ~ p(z), then x ~ p(x|z) (conditional: x ~ p(x|z,y)).
 
         Args:
             n: number of examples.
             seed: int for reproducible draws; ``None`` uses the model's stream.
             mean: return E[x|z] (the smooth "mean image") instead of a draw.
+            labels: conditional VAE only (and then required): one class for
+                all ``n`` (an int), or ``n`` int labels, one per example.
 
         Returns:
             ``[n, *data_shape]`` float32.
         """
         n = check_count(n, "n", low=1)
+        if self.num_classes is not None and labels is not None and np.ndim(labels) == 0:
+            labels = np.repeat(check_labels(np.reshape(labels, [1]), self.num_classes, 1,
+                                            "labels"), n)
+        y = self._check_labels(labels, n, "labels")
         z_seed, x_seed = tfp.random.split_seed(
             self._next_seed() if seed is None else stateless_seed(seed), n=2)
         z = self.prior.sample(n, seed=z_seed)
-        p_x = self.decode(z)
+        p_x = self.decode(z, y)
         return p_x.mean() if mean else p_x.sample(seed=x_seed)
 
-    def reconstruct(self, x, sample_z: bool = False) -> tf.Tensor:
-        """E[x|z] for z the posterior mean (or one draw): ``[B, *data_shape]``."""
-        q = self.encode(x)
+    def reconstruct(self, x, y=None, sample_z: bool = False) -> tf.Tensor:
+        """E[x|z] for z the posterior mean (or one draw): ``[B, *data_shape]``
+        (conditional: E[x|z,y], z from q(z|x,y), ``y`` labels ``[B]``)."""
+        q = self.encode(x, y)
         z = q.sample(seed=self._next_seed()) if sample_z else q.mean()
-        return self.decode(z).mean()
+        return self.decode(z, y).mean()
 
     def log_likelihood(self, x, num_samples: int = 5000, batch_size: int = 100,
                        samples_per_chunk: int | None = None, seed: int | None = 0,
-                       verbose: int = 1) -> np.ndarray:
-        """Importance-weighted estimate of log p(x) per example (Burda et al. 2015).
+                       verbose: int = 1, *, y=None) -> np.ndarray:
+        """Importance-weighted estimate of log p(x) per example (Burda et al. 2015);
+        for a conditional VAE, of log p(x|y) with its int labels ``y`` ``[N]``
+        (z drawn from q(z|x,y)); keyword-only, after the older positional arguments.
 
         See :func:`tfvae.importance.log_likelihood` for the memory bound.
 
@@ -423,10 +598,11 @@ class VAE(keras.Model):
             ``[N]`` float64 array, nats.
         """
         self._check(x, "x")
+        y = self._check_labels(y, len(x), "y")
         return importance.log_likelihood(self, x, num_samples=num_samples,
                                          batch_size=batch_size,
                                          samples_per_chunk=samples_per_chunk,
-                                         seed=seed, verbose=verbose)
+                                         seed=seed, verbose=verbose, y=y)
 
     # ------------------------------------------------------- serialisation
     def get_config(self):
@@ -450,6 +626,7 @@ class VAE(keras.Model):
             "kl": self.kl_mode,
             "iw_samples": self.iw_samples,
             "seed": self.seed,
+            "num_classes": self.num_classes,
         }
 
     @classmethod

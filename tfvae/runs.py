@@ -37,6 +37,7 @@ METRICS = "metrics.json"
 MODEL = "model.keras"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_STATE = "state.json"
+BACKUP = "backup"  # a cluster run's progress (tfvae.callbacks.BackupAndRestore)
 LOGS = "logs"
 LOG_FOLDERS = ("train", "validation", "images")  # what Keras's TensorBoard and we write in logs/
 SAMPLES_PNG = "samples.png"
@@ -172,10 +173,12 @@ class RunFolder:
         for path in ours:
             for leftover in temporary_names(path):
                 leftover.unlink(missing_ok=True)
-        for leftover in ckpt.glob(".epoch-*.keras.*"):
+        for leftover in [*ckpt.glob(".epoch-*.keras.*"),
+                         *(self / BACKUP).glob(".epoch-*.weights.h5.*")]:
             leftover.unlink(missing_ok=True)
         if temporary_only:
             return
+        shutil.rmtree(self / BACKUP, ignore_errors=True)
         for path in ours:
             path.unlink(missing_ok=True)
         for name in LOG_FOLDERS:

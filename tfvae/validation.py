@@ -186,3 +186,110 @@ def first_batch(data):
     if isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__"):
         return data
     return None
+
+
+# ------------------------------------------------------------ class labels
+# Tag of the in-graph label check's error (see assert_valid_labels).
+INVALID_LABELS = "tfvae-invalid-labels"
+# The label of an unlabelled example, accepted only where ``allow_missing``
+# says so (the training data of tfvae.semi_supervised.SemiSupervisedVAE).
+MISSING_LABEL = -1
+
+
+def _expected_labels(num_classes: int, allow_missing: bool) -> str:
+    missing = f", or {MISSING_LABEL} for a missing label," if allow_missing else ""
+    return f"one integer class label in [0, {num_classes - 1}]{missing} per example"
+
+
+def check_labels(y, num_classes: int, count: int | None = None, name: str = "y",
+                 allow_missing: bool = False) -> np.ndarray:
+    """Class labels as int32 ``[N]``, if they are one integer in ``[0, num_classes)``
+    per example (integer dtype, or floats holding whole numbers).
+
+    Args:
+        y: array-like ``[N]`` (not one-hot).
+        num_classes: the model's number of classes.
+        count: the number of examples the labels go with (``None``: any).
+        name: what to call ``y`` in messages.
+        allow_missing: also accept ``MISSING_LABEL`` (-1), an unlabelled example.
+
+    Raises:
+        ValueError: missing, wrong dtype or shape, wrong count, NaN/inf,
+            non-integer values or labels out of range.
+    """
+    expected = _expected_labels(num_classes, allow_missing)
+    if y is None:
+        raise ValueError(f"{name} is missing: this VAE is conditional ({num_classes} classes); "
+                         f"expected {expected}.")
+    values = y.numpy() if isinstance(y, tf.Tensor) else np.asarray(y)
+    if values.dtype.kind not in "iuf":
+        raise ValueError(f"{name} has dtype {values.dtype}; expected {expected} (an integer "
+                         f"dtype).")
+    if values.ndim != 1:
+        hint = " (integer labels, not one-hot: use argmax)" if values.ndim == 2 else ""
+        raise ValueError(f"{name} has shape {values.shape}; expected ({count or 'N'},): "
+                         f"{expected}{hint}.")
+    if count is not None and len(values) != count:
+        raise ValueError(f"{name} has {len(values)} labels for {count} examples; expected "
+                         f"{expected}.")
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            raise ValueError(f"{name} contains {np.size(values) - np.count_nonzero(finite)} "
+                             f"NaN or inf value(s); expected {expected}.")
+        fractional = values[values != np.round(values)]
+        if fractional.size:
+            raise ValueError(f"{name} has {fractional.size} non-integer value(s) (e.g. "
+                             f"{fractional[0]:g}); expected {expected}.")
+    low = MISSING_LABEL if allow_missing else 0
+    if values.size and (values.min() < low or values.max() >= num_classes):
+        hint = (f" ({MISSING_LABEL} marks a missing label only for "
+                f"tfvae.semi_supervised.SemiSupervisedVAE)"
+                if not allow_missing and values.min() == MISSING_LABEL else "")
+        raise ValueError(f"{name} has labels in [{values.min():g}, {values.max():g}]; expected "
+                         f"{expected}{hint}.")
+    return values.astype(np.int32)
+
+
+def assert_valid_labels(y: tf.Tensor, num_classes: int, allow_missing: bool = False
+                        ) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(labels, bad)``: int32 labels after an in-graph check that each is a whole
+    number in ``[0, num_classes)`` (or ``MISSING_LABEL`` with ``allow_missing``),
+    and ``bad``, how many are not.
+
+    For the compiled steps (every batch of a pipeline, not only the first);
+    a bad batch raises ``InvalidArgumentError`` tagged ``INVALID_LABELS``,
+    which :func:`invalid_labels_error` turns into a ``ValueError``. Under XLA,
+    which drops assertions, callers keep ``bad``.
+    """
+    y = tf.convert_to_tensor(y)
+    inside = (y >= (MISSING_LABEL if allow_missing else 0)) & (y < num_classes)
+    if y.dtype.is_floating:
+        inside &= tf.equal(y, tf.round(y))  # False for NaN
+    bad = tf.size(y) - tf.math.count_nonzero(inside, dtype=tf.int32)
+    check = tf.debugging.Assert(tf.equal(bad, 0), [INVALID_LABELS, "bad", bad], summarize=1)
+    with tf.control_dependencies([check]):
+        return tf.cast(y, tf.int32), bad
+
+
+def invalid_labels_message(name: str, bad, num_classes: int, allow_missing: bool = False) -> str:
+    """The one-line message for ``bad`` labels outside ``[0, num_classes)``
+    (and not ``MISSING_LABEL`` where ``allow_missing``)."""
+    low = MISSING_LABEL if allow_missing else 0
+    return (f"{name}: a batch has {bad} label(s) that are not integers in [{low}, "
+            f"{num_classes - 1}]; expected {_expected_labels(num_classes, allow_missing)}")
+
+
+@contextlib.contextmanager
+def invalid_labels_error(name: str, num_classes: int, allow_missing: bool = False
+                         ) -> Iterator[None]:
+    """Turn the error of :func:`assert_valid_labels` into one ``ValueError`` line."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        if INVALID_LABELS not in str(error):
+            raise
+        found = re.search(r"\[bad\] \[([^\]]*)\]", str(error))
+        bad = found[1] if found else "some"
+        raise ValueError(f"{invalid_labels_message(name, bad, num_classes, allow_missing)}."
+                         ) from None
