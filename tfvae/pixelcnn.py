@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae.callbacks import NonFiniteLossGuard, TrainingDiverged
+from tfvae.distribute import step_outputs
 from tfvae.likelihoods import bernoulli_log_prob
 from tfvae.optimizers import get_optimizer
 from tfvae.seeds import stateless_seed
@@ -227,7 +228,8 @@ class PixelCNN(keras.Model):
     def _update_metrics(self, loss, nll):
         self.loss_tracker.update_state(loss, sample_weight=tf.shape(nll)[0])
         self.nll_tracker.update_state(nll)
-        return {"loss": self.loss_tracker.result(), "nll": self.nll_tracker.result()}
+        return step_outputs({"loss": self.loss_tracker.result(),
+                             "nll": self.nll_tracker.result()})
 
     @property
     def metrics(self):
