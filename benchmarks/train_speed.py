@@ -212,7 +212,7 @@ def loop_runner(vae: tfvae.VAE, data: tf.data.Dataset, jit: bool = False,
             reconstruction, kl = vae.elbo_terms(x, training=True)  # model's seed stream
             loss = tf.reduce_mean(reconstruction + vae.beta * kl)
         optimizer.apply(tape.gradient(loss, variables), variables)
-        vae._update_metrics(reconstruction, kl)
+        vae._update_metrics(reconstruction, kl, vae.beta)
         return loss
 
     @tf.function

@@ -82,6 +82,23 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         self._checked_step = 0
         self._good: tuple[list, list] | None = None
 
+    @classmethod
+    def in_callbacks(cls, callbacks) -> tuple[list, NonFiniteLossGuard]:
+        """``callbacks`` as a list that holds a guard (the caller's own, or a
+        new one appended), and that guard."""
+        callbacks = list(callbacks or [])
+        guard = next((c for c in callbacks if isinstance(c, cls)), None)
+        if guard is None:
+            guard = cls()
+            callbacks.append(guard)
+        return callbacks, guard
+
+    def raise_if_stopped(self) -> None:
+        """Raise what stopped the fit: ``ValueError`` for bad data,
+        :class:`TrainingDiverged` for a NaN/inf loss; nothing otherwise."""
+        if self.message:
+            raise (ValueError if self.bad_data else TrainingDiverged)(self.message)
+
     def on_train_begin(self, logs=None):
         self.message, self.bad_data = None, False
         self._checked_step = self._step()

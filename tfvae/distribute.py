@@ -143,3 +143,21 @@ def xla_problem(strategy: tf.distribute.Strategy | None = None) -> str | None:
                 "TensorFlow does not compile collective operations with XLA on CPU devices. "
                 "Compile with jit_compile=False or 'auto' (XLA only on GPUs).")
     return None
+
+
+def optimizer_loss(model, loss: tf.Tensor) -> tf.Tensor:
+    """``loss`` (a mean over this replica's batch) as a train step differentiates it.
+
+    Divided by the number of replicas in sync: each replica sees 1/R of the
+    global batch and the optimizer sums the replicas' gradients, so the sum
+    is the gradient of the global-batch mean. Then scaled by the optimizer's
+    loss scale (mixed_float16). Call it inside the ``GradientTape``.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return model.optimizer.scale_loss(loss / replicas)
+
+
+def apply_gradients(model, tape: tf.GradientTape, scaled_loss: tf.Tensor) -> None:
+    """One optimizer update of ``model``'s trainable variables from ``tape``."""
+    gradients = tape.gradient(scaled_loss, model.trainable_variables)
+    model.optimizer.apply(gradients, model.trainable_variables)

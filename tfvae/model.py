@@ -16,8 +16,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import importance
-from tfvae.callbacks import NonFiniteLossGuard, TrainingDiverged
-from tfvae.distribute import step_outputs, xla_problem
+from tfvae.callbacks import NonFiniteLossGuard
+from tfvae.distribute import apply_gradients, optimizer_loss, step_outputs, xla_problem
 from tfvae.likelihoods import Likelihood, get_likelihood
 from tfvae.optimizers import get_optimizer
 from tfvae.priors import FixedPrior, Prior, get_prior
@@ -312,13 +312,8 @@ class VAE(keras.Model):
             loss = tf.reduce_mean(reconstruction + beta * kl)
             if self.losses:
                 loss += tf.add_n(self.losses)
-            # Each replica sees 1/R of the global batch and the optimizer sums
-            # the replicas' gradients: divide by R so that the sum equals the
-            # gradient of the global-batch mean.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+            scaled_loss = optimizer_loss(self, loss)
+        apply_gradients(self, tape, scaled_loss)
         self._update_metrics(reconstruction, kl, beta)
         return step_outputs(self._metric_results())
 
@@ -510,18 +505,13 @@ class VAE(keras.Model):
             else:
                 val_y = None
             self._check_inputs(val, val_y, "validation_data")
-        callbacks = list(callbacks or [])
-        guard = next((c for c in callbacks if isinstance(c, NonFiniteLossGuard)), None)
-        if guard is None:
-            guard = NonFiniteLossGuard()
-            callbacks.append(guard)
+        callbacks, guard = NonFiniteLossGuard.in_callbacks(callbacks)
         self.invalid_tracker.reset_state()
         self.invalid_labels_tracker.reset_state()
         with invalid_batch_error("x"), self._invalid_labels_error():
             history = super().fit(x, y, *args, validation_data=validation_data,
                                   callbacks=callbacks, **kwargs)
-        if guard.message:
-            raise (ValueError if guard.bad_data else TrainingDiverged)(guard.message)
+        guard.raise_if_stopped()
         self._raise_for_invalid_labels()
         return history
 

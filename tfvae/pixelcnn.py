@@ -40,8 +40,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae.callbacks import NonFiniteLossGuard, TrainingDiverged
-from tfvae.distribute import step_outputs
+from tfvae.callbacks import NonFiniteLossGuard
+from tfvae.distribute import apply_gradients, optimizer_loss, step_outputs
 from tfvae.likelihoods import bernoulli_log_prob
 from tfvae.optimizers import get_optimizer
 from tfvae.seeds import stateless_seed
@@ -212,11 +212,8 @@ class PixelCNN(keras.Model):
             loss = tf.reduce_mean(nll)
             if self.losses:
                 loss += tf.add_n(self.losses)
-            # Replicas' gradients are summed: divide so the sum is the global mean's.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+            scaled_loss = optimizer_loss(self, loss)
+        apply_gradients(self, tape, scaled_loss)
         return self._update_metrics(loss, nll)
 
     def test_step(self, data):
@@ -307,17 +304,12 @@ class PixelCNN(keras.Model):
         if validation_data is not None:
             val = validation_data
             self._check(val[0] if isinstance(val, (tuple, list)) else val, "validation_data")
-        callbacks = list(callbacks or [])
-        guard = next((c for c in callbacks if isinstance(c, NonFiniteLossGuard)), None)
-        if guard is None:
-            guard = NonFiniteLossGuard()
-            callbacks.append(guard)
+        callbacks, guard = NonFiniteLossGuard.in_callbacks(callbacks)
         self.invalid_tracker.reset_state()
         with self._batch_errors("x"):
             history = super().fit(x, y, *args, validation_data=validation_data,
                                   callbacks=callbacks, **kwargs)
-        if guard.message:
-            raise (ValueError if guard.bad_data else TrainingDiverged)(guard.message)
+        guard.raise_if_stopped()
         return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae.datasets import make_dataset
-from tfvae.distribute import step_outputs
+from tfvae.distribute import apply_gradients, optimizer_loss, step_outputs
 from tfvae.model import VAE
 from tfvae.validation import (
     MISSING_LABEL,
@@ -188,11 +188,8 @@ class SemiSupervisedVAE(VAE):
             terms, loss = self._step_terms(data, True, self.optimizer.iterations + 1)
             if self.losses:
                 loss += tf.add_n(self.losses)
-            # As in VAE.train_step: replicas' gradients are summed.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+            scaled_loss = optimizer_loss(self, loss)
+        apply_gradients(self, tape, scaled_loss)
         self._update_m2_metrics(terms)
         return step_outputs(self._metric_results())
 
