@@ -17,6 +17,10 @@ Usage::
 
     python benchmarks/burda_nll.py --minutes 60 --k 5000 --test-limit 2000 \
         --run runs/burda --out runs/burda/result.json
+    # issue 13's variants: an option each, e.g.
+    python benchmarks/burda_nll.py --minutes 60 --objective iwae --train-k 5 --run runs/burda_iwae
+    python benchmarks/burda_nll.py --minutes 60 --prior vamp --run runs/burda_vamp
+    python benchmarks/burda_nll.py --minutes 60 --iaf-steps 2 --run runs/burda_iaf
     # evaluate the run's model only (training finished or not wanted)
     python benchmarks/burda_nll.py --evaluate-only --run runs/burda --k 5000
 
@@ -47,7 +51,10 @@ def config(args: argparse.Namespace) -> tfvae.TrainConfig:
     return tfvae.TrainConfig(dataset="mnist", likelihood="bernoulli", network="mlp",
                              hidden_units=(200, 200), latent_dim=50, epochs=args.epochs,
                              batch_size=100, learning_rate=1e-3, dynamic_binarization=True,
-                             seed=args.seed, minutes=args.minutes)
+                             seed=args.seed, minutes=args.minutes, objective=args.objective,
+                             k=args.train_k, prior=args.prior,
+                             prior_components=args.prior_components, iaf_steps=args.iaf_steps,
+                             free_bits=args.free_bits)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,6 +68,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="evaluate on a random subset of this many test images (seed 0)")
     p.add_argument("--eval-batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    # Issue 13's variants of the same model (defaults: the paper's VAE).
+    p.add_argument("--objective", default="elbo", choices=tfvae.config.OBJECTIVE_NAMES,
+                   help="training objective: the ELBO, or the importance-weighted bound")
+    p.add_argument("--train-k", type=int, default=1,
+                   help="importance samples of the training objective (iwae, dreg)")
+    p.add_argument("--prior", default="standard_normal", choices=tfvae.config.PRIOR_NAMES)
+    p.add_argument("--prior-components", type=int, default=tfvae.config.DEFAULT_PRIOR_COMPONENTS,
+                   help="components of a mog or vamp prior")
+    p.add_argument("--iaf-steps", type=int, default=0, help="IAF steps on q(z|x) (0: none)")
+    p.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension")
     p.add_argument("--run", type=Path, default=Path("runs/burda"), help="the run folder")
     p.add_argument("--evaluate-only", action="store_true",
                    help="evaluate the run's model.keras without training")

@@ -2,7 +2,7 @@
 same 100 labelled examples with the classifier alone.
 
 A fixed seed picks 10 labelled training images per class; the other training
-images (of the 50,000 of tfvae's MNIST train split) are unlabelled. The M2
+images (of the 54,000 of tfvae's MNIST train split) are unlabelled. The M2
 model (:class:`tfvae.semi_supervised.SemiSupervisedVAE`: MLP encoder,
 decoder and classifier with 500 hidden units, as in Kingma et al. 2014)
 trains on :func:`tfvae.semi_supervised.mixed_batches` until ``--minutes`` of
@@ -30,11 +30,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import tfvae
 from tfvae import callbacks as cbs
-from tfvae import checkpoints, datasets, networks, runs
+from tfvae import checkpoints, datasets, runs, semi_supervised
 from tfvae.files import read_json, write_json
-from tfvae.semi_supervised import SemiSupervisedVAE, mixed_batches, paper_alpha
+from tfvae.semi_supervised import SemiSupervisedVAE, mixed_batches, paper_alpha, pick_labels
 
 RESULTS = Path(__file__).parent / "results"
 BASELINE = "baseline.json"  # in the run folder
@@ -55,37 +54,16 @@ class TrainSeconds(keras.callbacks.Callback):
             logs["train_seconds"] = self.seconds or time.perf_counter() - self.start
 
 
-def pick_labels(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """``y`` with all but ``per_class`` labels of each class (chosen by ``seed``) set to -1."""
-    rng = np.random.default_rng(seed)
-    kept = np.full_like(y, -1)
-    for c in np.unique(y):
-        chosen = rng.choice(np.flatnonzero(y == c), per_class, replace=False)
-        kept[chosen] = c
-    return kept
-
-
 def build_m2(config: dict, data_shape, alpha: float) -> SemiSupervisedVAE:
-    keras.utils.set_random_seed(config["seed"])
-    units = (config["hidden"],)
-    encoder, decoder = networks.build_networks("mlp", data_shape, config["latent_dim"], units,
-                                               condition_dim=10)
-    classifier = networks.mlp_classifier(data_shape, 10, units)
-    model = SemiSupervisedVAE(encoder, decoder, classifier, config["latent_dim"], 10,
-                              alpha=alpha, seed=config["seed"])
-    model.compile(optimizer=tfvae.FusedAdam(config["learning_rate"]))
-    return model
+    return semi_supervised.build_m2(data_shape, 10, config["latent_dim"], (config["hidden"],),
+                                    alpha, config["learning_rate"], config["seed"])
 
 
 def supervised_baseline(x, y, x_test, y_test, config: dict, steps: int) -> dict:
     """The M2 classifier network trained on the labelled examples alone."""
-    keras.utils.set_random_seed(config["seed"])
-    model = networks.mlp_classifier(x.shape[1:], 10, (config["hidden"],))
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
     start = time.time()
-    model.fit(x, y, batch_size=len(x), epochs=steps, verbose=0)  # full batch: one step an epoch
+    model = semi_supervised.supervised_baseline(x, y, 10, (config["hidden"],),
+                                                config["learning_rate"], steps, config["seed"])
     accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), 1) == y_test))
     return {"test_accuracy": accuracy, "steps": steps, "seconds": round(time.time() - start, 1)}
 
@@ -113,7 +91,7 @@ def main() -> None:
 
     x, y = datasets.load("mnist", "train", limit=limit, seed=args.seed)
     x_test, y_test = datasets.load("mnist", "test", limit=2000 if args.quick else None)
-    given = pick_labels(y, args.per_class, args.seed)
+    given = pick_labels(y, args.per_class, 10, args.seed)
     labelled = given >= 0
     alpha = args.alpha if args.alpha is not None else paper_alpha(len(x), int(labelled.sum()))
     config = {"examples": len(x), "labelled": int(labelled.sum()), "alpha": alpha,

@@ -52,6 +52,7 @@ from tfvae import callbacks, checkpoints, datasets, plot, runs, training
 from tfvae.files import read_json
 from tfvae.optimizers import FusedAdam
 from tfvae.pixelcnn import PixelCNN
+from tfvae.timing import sampling_speed
 
 PAPER_PIXELCNN_NLL = 81.30  # van den Oord et al. 2016a (PixelRNN paper), Table 2, PixelCNN
 GOAL_PIXELCNN_NLL = 84.0
@@ -228,19 +229,6 @@ def pixelcnn_nll(model: PixelCNN, x_test: np.ndarray) -> dict:
             "nll_stderr": float(nll.std(ddof=1) / np.sqrt(len(nll))),
             "method": "exact: sum over pixels of log p(x_i | x_<i)",
             "seconds": time.perf_counter() - t0}
-
-
-def sampling_speed(sample, n: int, rounds: int) -> tuple[dict, np.ndarray]:
-    """Images per second of ``sample(n, seed)`` after a warm-up call (median of rounds)."""
-    np.asarray(sample(min(n, 2), 0))  # traces and compiles
-    seconds, images = [], None
-    for r in range(rounds):
-        t0 = time.perf_counter()
-        images = np.asarray(sample(n, r + 1))
-        seconds.append(time.perf_counter() - t0)
-    per_call = statistics.median(seconds)
-    return {"images_per_call": n, "seconds_per_call": seconds,
-            "images_per_second": n / per_call, "seconds_per_image": per_call / n}, images
 
 
 def training_speeds(args, vae_config_: tfvae.TrainConfig, pixelcnn: PixelCNN,

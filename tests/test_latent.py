@@ -86,3 +86,35 @@ def test_decode_grid_decodes_the_grid():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="latent_dim 2"):
         latent.decode_grid(small_vae(latent_dim=3), n=4)
+
+
+def test_active_units_count_dimensions_whose_posterior_mean_varies(images):
+    model = small_vae()
+    mu = np.asarray(model.encode(images).mean(), np.float64)
+    np.testing.assert_allclose(latent.unit_activity(model, images, batch_size=3),
+                               np.var(mu, axis=0), rtol=1e-5, atol=1e-9)
+    variances = np.sort(np.var(mu, axis=0))
+    # A threshold between the smallest and the next counts all but one dimension.
+    between = float(variances[0] + variances[1]) / 2
+    assert latent.active_units(model, images, threshold=between) == 2
+    assert latent.active_units(model, images, threshold=0.0) == 3
+    assert latent.active_units(model, images, threshold=float(variances[-1]) + 1) == 0
+    with pytest.raises(ValueError, match="threshold"):
+        latent.active_units(model, images, threshold=-1.0)
+
+
+def test_log_aggregate_posterior_is_the_mixture_of_the_posteriors(images):
+    from scipy.special import logsumexp
+
+    model = small_vae()
+    q = model.encode(images)
+    mu, sd = np.asarray(q.mean(), np.float64), np.asarray(q.stddev(), np.float64)
+    z = np.random.default_rng(2).normal(size=(5, 3))
+    # log (1/N) sum_n prod_j N(z_j; mu_nj, sd_nj), by SciPy
+    per_pair = norm.logpdf(z[:, None, :], mu[None], sd[None]).sum(-1)  # [M, N]
+    expected = logsumexp(per_pair, axis=1) - np.log(len(images))
+    got = latent.log_aggregate_posterior(model, images, z, batch_size=2)
+    assert got.shape == (5,)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected \[M, 3\]"):
+        latent.log_aggregate_posterior(model, images, z[:, :2])

@@ -13,7 +13,14 @@ from scipy.special import log_expit, log_softmax, softplus
 import tfvae
 from tfvae import checkpoints
 from tfvae.seeds import stateless_seed
-from tfvae.semi_supervised import SemiSupervisedVAE, mixed_batches, paper_alpha
+from tfvae.semi_supervised import (
+    SemiSupervisedVAE,
+    build_m2,
+    mixed_batches,
+    paper_alpha,
+    pick_labels,
+    supervised_baseline,
+)
 
 SHAPE = (4, 4, 1)
 
@@ -223,3 +230,40 @@ def test_networks_are_checked():
         SemiSupervisedVAE(encoder, decoder, tfvae.networks.mlp_classifier(SHAPE, 2), 2, 3)
     with pytest.raises(ValueError, match="num_classes must be an integer >= 2, got None"):
         SemiSupervisedVAE(encoder, decoder, tfvae.networks.mlp_classifier(SHAPE, 3), 2, None)
+
+
+def test_pick_labels_keeps_per_class_labels_chosen_by_the_seed():
+    y = np.repeat(np.arange(3), [7, 5, 9])
+    kept = pick_labels(y, 4, seed=1)
+    assert kept.dtype == np.int32 and kept.shape == y.shape
+    assert np.bincount(kept[kept >= 0], minlength=3).tolist() == [4, 4, 4]
+    np.testing.assert_array_equal(kept[kept >= 0], y[kept >= 0])  # kept labels are the true ones
+    assert set(kept[kept < 0]) == {-1}
+    np.testing.assert_array_equal(pick_labels(y, 4, seed=1), kept)
+    assert any(not np.array_equal(pick_labels(y, 4, seed=s), kept) for s in range(2, 6))
+    with pytest.raises(ValueError, match="class 1 has 5 examples; expected at least per_class=6"):
+        pick_labels(y, 6)
+    with pytest.raises(ValueError, match="class 3 has 0 examples"):
+        pick_labels(y, 2, num_classes=4)
+    with pytest.raises(ValueError, match=r"labels in \[-1, 2\]"):
+        pick_labels(np.array([0, 1, -1, 2]), 1, num_classes=3)
+
+
+def test_build_m2_has_the_papers_networks_and_optimizer():
+    model = build_m2(SHAPE, 3, latent_dim=5, hidden_units=(12,), alpha=2.0, learning_rate=0.02)
+    assert isinstance(model, SemiSupervisedVAE) and model.alpha == 2.0
+    assert (model.latent_dim, model.num_classes) == (5, 3)
+    assert model.encoder.output_shape == (None, 10)  # mean and scale of a 5-D q(z|x,y)
+    assert model.classifier.get_layer("hidden_0").units == 12
+    assert isinstance(model.optimizer, tfvae.FusedAdam)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.02)
+
+
+def test_supervised_baseline_learns_from_the_labelled_examples_alone():
+    x, y = toy_data(30, classes=2, seed=3)
+    x_test, y_test = toy_data(200, classes=2, seed=4)
+    model = supervised_baseline(x, y, 2, hidden_units=(16,), learning_rate=0.01, steps=60)
+    accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test)
+    assert accuracy > 0.9  # chance is about 0.5
+    with pytest.raises(ValueError, match=r"labels in \[-1, 1\]"):
+        supervised_baseline(x, np.where(y == 0, -1, y), 2)  # missing labels have no place here

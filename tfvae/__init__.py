@@ -17,7 +17,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-_MODULES = ("callbacks", "checkpoints", "config", "datasets", "importance", "latent",
+_MODULES = ("callbacks", "checkpoints", "config", "datasets", "flows", "importance", "latent",
             "likelihoods", "networks", "optimizers", "pixelcnn", "plot", "priors", "runs",
             "semi_supervised")
 _NAMES = {"VAE": "model", "TrainConfig": "config", "train": "training", "KLWarmup": "callbacks",
@@ -25,7 +25,7 @@ _NAMES = {"VAE": "model", "TrainConfig": "config", "train": "training", "KLWarmu
           "StandardNormal": "priors", "Bernoulli": "likelihoods",
           "ContinuousBernoulli": "likelihoods", "Normal": "likelihoods",
           "standard_normal_prior": "priors", "PixelCNN": "pixelcnn",
-          "SemiSupervisedVAE": "semi_supervised"}
+          "SemiSupervisedVAE": "semi_supervised", "InverseAutoregressiveFlow": "flows"}
 __all__ = [*_NAMES, *_MODULES]
 
 

@@ -30,10 +30,34 @@ def build_classifier(data_shape: Sequence[int], num_classes: int) -> keras.Model
     return keras.Model(inputs, outputs, name="classifier")
 
 
-def train_classifier(x: np.ndarray, y: np.ndarray, num_classes: int, epochs: int = 3,
+def compiled_classifier(data_shape: Sequence[int], num_classes: int,
+                        learning_rate: float = 1e-3, seed: int = 0,
+                        decay_steps: int | None = None) -> keras.Model:
+    """:func:`build_classifier` (weights drawn with ``seed``), compiled with Adam
+    and cross-entropy on int labels, untrained: ``fit(x, y)`` trains it
+    (what :func:`train_classifier` does; the notebooks pass it to
+    :func:`tfvae.notebook.fit_or_load`). ``evaluate`` reports ``accuracy``.
+
+    ``decay_steps``: if given, the step size follows a cosine decay from
+    ``learning_rate`` to 5% of it over that many steps (the whole training:
+    the last epochs then settle instead of jumping around the minimum)."""
+    num_classes = check_count(num_classes, "num_classes", low=2)
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(data_shape, num_classes)
+    if decay_steps is not None:
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, check_count(decay_steps, "decay_steps"), alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def train_classifier(x: np.ndarray, y: np.ndarray, num_classes: int, epochs: int = 5,
                      batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
                      verbose: int = 0) -> keras.Model:
-    """Train :func:`build_classifier` on ``(x, y)`` with Adam and cross-entropy.
+    """Train :func:`compiled_classifier` on ``(x, y)``, the step size decaying
+    over the ``epochs`` (cosine, to 5%).
 
     Returns:
         The trained classifier (compiled; ``evaluate`` reports ``accuracy``).
@@ -41,11 +65,9 @@ def train_classifier(x: np.ndarray, y: np.ndarray, num_classes: int, epochs: int
     num_classes = check_count(num_classes, "num_classes", low=2)
     check_data(x, x.shape[1:], (0.0, 1.0), "x")
     y = check_labels(y, num_classes, len(x), "y")
-    keras.utils.set_random_seed(seed)
-    model = build_classifier(x.shape[1:], num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    epochs = check_count(epochs, "epochs")
+    decay_steps = epochs * -(-len(x) // check_count(batch_size, "batch_size"))
+    model = compiled_classifier(x.shape[1:], num_classes, learning_rate, seed, decay_steps)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
     return model
 

@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tfvae.config import MAX_SEED, NETWORK_NAMES, TrainConfig
+from tfvae.config import MAX_SEED, NETWORK_NAMES, OBJECTIVE_NAMES, PRIOR_NAMES, TrainConfig
 from tfvae.startup import quiet_tensorflow
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -171,6 +171,10 @@ def _choices(registry: str) -> tuple[str, ...]:
         return names()
     if registry == "networks":
         return NETWORK_NAMES
+    if registry == "priors":
+        return PRIOR_NAMES
+    if registry == "objectives":
+        return OBJECTIVE_NAMES
     from tfvae.likelihoods import LIKELIHOOD_NAMES
 
     return LIKELIHOOD_NAMES
@@ -184,7 +188,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         if f.type == "bool":
             parser.add_argument(flag, action="store_true", help=meta["help"])
             continue
-        if f.name == "hidden_units":
+        if f.name in ("hidden_units", "iaf_hidden_units"):
             kwargs["type"] = _hidden_units
         elif f.name == "likelihood":
             kwargs["type"] = _likelihood

@@ -18,14 +18,21 @@ from dataclasses import dataclass, field
 # Choices that live in heavier modules, named here so the CLI can list them
 # without importing TensorFlow; tests check they match the registries.
 NETWORK_NAMES = ("mlp", "conv")
+PRIOR_NAMES = ("standard_normal", "mog", "mixture", "vamp")
+# Components of a learned prior: Tomczak & Welling's K for MNIST (VampPrior and MoG).
+DEFAULT_PRIOR_COMPONENTS = 500
+OBJECTIVE_NAMES = ("elbo", "iwae", "dreg")
 MAX_SEED = 2**32 - 1
+# Hidden layers of each IAF step's MADE (tfvae.flows) when not given.
+DEFAULT_IAF_HIDDEN_UNITS = (200, 200)
 
 
 def _option(default, help: str, *, metavar: str | None = None, low: float | None = None,
             strict: bool = False, choices: str | None = None, identity: bool = True):
     """A config field: ``low``/``strict`` bound numbers; ``choices`` names a
-    registry (``"datasets"``, ``"networks"``, ``"likelihoods"``) checked by the
-    CLI; ``identity=False`` for settings a resumed run may change."""
+    registry (``"datasets"``, ``"networks"``, ``"likelihoods"``, ``"priors"``,
+    ``"objectives"``) checked by the CLI; ``identity=False`` for settings a resumed run
+    may change."""
     return field(default=default, metadata=dict(help=help, metavar=metavar, low=low,
                                                 strict=strict, choices=choices,
                                                 identity=identity))
@@ -54,12 +61,34 @@ class TrainConfig:
     beta: float = _option(1.0, "weight of the KL term", low=0)
     kl_warmup: int = _option(0, "raise beta linearly from 0 over this many steps (0: off)",
                              metavar="STEPS", low=0)
+    objective: str = _option(
+        "elbo", "what training maximises: the ELBO, the importance-weighted bound L_k (iwae; "
+        "Burda et al. 2015) or L_k with the doubly reparameterised encoder gradient (dreg; "
+        "Tucker et al. 2018)", choices="objectives")
+    k: int = _option(1, "importance samples per example for iwae/dreg", metavar="K", low=0,
+                     strict=True)
+    free_bits: float = _option(
+        0.0, "floor lambda (nats per latent dimension) on each dimension's batch-mean KL in the "
+        "ELBO objective (Kingma et al. 2016; 0: off); the reported ELBO stays the true one",
+        metavar="LAMBDA", low=0)
     dynamic_binarization: bool = _option(
         False, "redraw each training pixel as Bernoulli(grey value) every epoch (Burda et al.); "
         "valid and test are binarized once")
     conditional: bool = _option(
         False, "a conditional VAE: q(z|x,y) and p(x|z,y) with y the class labels of the "
         "dataset (labelled datasets only); then 'tfvae sample --label 3' draws a chosen class")
+    prior: str = _option(
+        "standard_normal", "p(z) (tfvae.priors): N(0, I), a learned mixture of Gaussians (mog, "
+        "mixture) or the VampPrior (vamp; unconditional only)", choices="priors")
+    prior_components: int = _option(
+        DEFAULT_PRIOR_COMPONENTS, "components of a mog prior, pseudo-inputs of a vamp prior",
+        metavar="K", low=0, strict=True)
+    iaf_steps: int = _option(
+        0, "inverse autoregressive flow steps on q(z|x) (tfvae.flows, Kingma et al. 2016; "
+        "0: the diagonal Gaussian)", metavar="T", low=0)
+    iaf_hidden_units: tuple[int, ...] | None = _option(
+        None, "hidden layer sizes of each IAF step's MADE, comma-separated (default: "
+        f"{','.join(map(str, DEFAULT_IAF_HIDDEN_UNITS))}; needs --iaf-steps)", metavar="N,N")
     limit: int | None = _option(None, "at most N examples per split (quick runs)", metavar="N",
                                 low=0, strict=True)
     seed: int = _option(0, f"seed of the initial weights, subsets and sampling (0 to {MAX_SEED})",
@@ -78,21 +107,49 @@ class TrainConfig:
                 setattr(self, f.name, _check_bound(f, value))
         if self.seed > MAX_SEED:
             raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}.")
-        if self.hidden_units is not None:
-            units = tuple(self.hidden_units)
-            if not units or any(_not_int(u) or u < 1 for u in units):
-                raise ValueError(
-                    f"hidden_units must be positive integers, got {self.hidden_units!r}.")
-            self.hidden_units = tuple(int(u) for u in units)
+        for name in ("hidden_units", "iaf_hidden_units"):
+            units = getattr(self, name)
+            if units is not None:
+                if (isinstance(units, (str, bytes)) or not units
+                        or any(_not_int(u) or u < 1 for u in units)):
+                    raise ValueError(f"{name} must be positive integers, got {units!r}.")
+                setattr(self, name, tuple(int(u) for u in units))
+        if self.iaf_hidden_units is not None and not self.iaf_steps:
+            raise ValueError(f"iaf_hidden_units={self.iaf_hidden_units} is given but iaf_steps is "
+                             f"0 (no flow); expected iaf_steps >= 1, or no iaf_hidden_units.")
         from tfvae.datasets import DATASETS, get
 
         if self.likelihood is None:
             self.likelihood = get(self.dataset).likelihood
         self.likelihood = self.likelihood.strip().lower()
+        self.prior = self.prior.strip().lower()
+        if self.prior not in PRIOR_NAMES:
+            raise ValueError(f"Unknown prior {self.prior!r}; expected one of "
+                             f"{', '.join(PRIOR_NAMES)}.")
+        self._check_objective()
+        if self.conditional and self.prior == "vamp":
+            raise ValueError("prior 'vamp' needs an unconditional VAE (its pseudo-inputs have no "
+                             "labels); expected conditional=False, or the prior 'mog' or "
+                             "'standard_normal'.")
         if self.conditional and not get(self.dataset).label_names:
             labelled = ", ".join(d.name for d in DATASETS.values() if d.label_names)
             raise ValueError(f"conditional needs class labels, and {self.dataset} has none; "
                              f"expected a labelled dataset ({labelled}).")
+
+    def _check_objective(self):
+        """The combinations that :class:`tfvae.VAE` refuses, refused before any work."""
+        if self.objective not in OBJECTIVE_NAMES:
+            raise ValueError(f"Unknown objective {self.objective!r}; expected one of "
+                             f"{', '.join(OBJECTIVE_NAMES)}.")
+        if self.objective == "elbo" and self.k > 1:
+            raise ValueError(f"k={self.k} importance samples need objective 'iwae' or 'dreg'; "
+                             f"the objective 'elbo' draws one sample (expected k=1).")
+        if self.objective != "elbo":
+            for name, neutral in (("beta", 1.0), ("kl_warmup", 0), ("free_bits", 0.0)):
+                if getattr(self, name) != neutral:
+                    raise ValueError(f"{name} changes the ELBO's KL term, which objective "
+                                     f"{self.objective!r} does not have; expected {name}="
+                                     f"{neutral}, or objective 'elbo'.")
 
     def identity(self) -> dict:
         """The fields a resumed run must share with the stored run."""
@@ -100,8 +157,9 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             if not f.metadata["identity"]:
                 fields.pop(f.name)
-        if fields["hidden_units"] is not None:
-            fields["hidden_units"] = list(fields["hidden_units"])
+        for name in ("hidden_units", "iaf_hidden_units"):  # as JSON stores them
+            if fields[name] is not None:
+                fields[name] = list(fields[name])
         return fields
 
     @classmethod

@@ -157,7 +157,10 @@ def optimizer_loss(model, loss: tf.Tensor) -> tf.Tensor:
     return model.optimizer.scale_loss(loss / replicas)
 
 
-def apply_gradients(model, tape: tf.GradientTape, scaled_loss: tf.Tensor) -> None:
-    """One optimizer update of ``model``'s trainable variables from ``tape``."""
-    gradients = tape.gradient(scaled_loss, model.trainable_variables)
+def apply_gradients(model, tape: tf.GradientTape, scaled_loss: tf.Tensor,
+                    gradients: list | None = None) -> None:
+    """One optimizer update of ``model``'s trainable variables from ``tape``
+    (or from ``gradients`` already taken, one per variable: DReG's)."""
+    if gradients is None:
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
     model.optimizer.apply(gradients, model.trainable_variables)

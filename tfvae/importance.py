@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 import weakref
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.flows import FlowPosterior
 from tfvae.seeds import stateless_seed
 from tfvae.validation import check_count
 
@@ -36,8 +38,12 @@ def sample_posterior(q: tfd.Distribution, num_samples: int, seed) -> tf.Tensor:
     A diagonal Gaussian is sampled as ``loc + scale * eps`` with ``eps`` from
     ``tf.random.stateless_normal(..., alg="philox")``: under XLA on a CPU the
     default algorithm is many times slower (benchmarks/README.md), for the
-    same numbers. Other posteriors use ``q.sample``.
+    same numbers. A flow posterior draws its base Gaussian so and applies
+    the flow, which caches each draw's log-determinant: ``q.log_prob`` of
+    the draws then costs no further flow pass. Other posteriors use ``q.sample``.
     """
+    if isinstance(q, FlowPosterior):
+        return q.bijector.forward(sample_posterior(q.distribution, num_samples, seed))
     if isinstance(q, tfd.MultivariateNormalDiag):
         loc = q.loc
         shape = tf.concat([[num_samples], tf.shape(loc)], axis=0)
@@ -46,14 +52,38 @@ def sample_posterior(q: tfd.Distribution, num_samples: int, seed) -> tf.Tensor:
     return q.sample(num_samples, seed=seed)
 
 
+class WeightTerms(NamedTuple):
+    """The parts of the log importance weights of ``K`` draws per example."""
+
+    q: tfd.Distribution  # q(z|x), batch shape [B]
+    z: tf.Tensor  # [K, B, D] reparameterised draws (gradients flow through them)
+    log_px_given_z: tf.Tensor  # [K, B]
+    log_pz: tf.Tensor  # [K, B]
+    log_qz: tf.Tensor  # [K, B]
+
+    @property
+    def log_weights(self) -> tf.Tensor:
+        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x): ``[K, B]``."""
+        return self.log_px_given_z + self.log_pz - self.log_qz
+
+
+def weight_terms(model, x, num_samples: int, seed, y=None, training: bool = False
+                 ) -> WeightTerms:
+    """``num_samples`` draws per example and their log-density terms (``y``:
+    the labels of a conditional VAE; ``training``: passed to the networks)."""
+    q = (model.posterior(x, y, training=training) if y is not None
+         else model.posterior(x, training=training))
+    z = sample_posterior(q, num_samples, seed)  # [K, B, D]
+    p = (model.decode(z, y, training=training) if y is not None
+         else model.decode(z, training=training))
+    # x broadcasts over K.
+    return WeightTerms(q, z, p.log_prob(x), model.prior.log_prob(z), q.log_prob(z))
+
+
 def log_weights(model, x, num_samples: int, seed, y=None) -> tf.Tensor:
     """log w_k for ``num_samples`` draws per example: ``[K, B]`` (``y``: the
     labels of a conditional VAE)."""
-    q = model.posterior(x, y) if y is not None else model.posterior(x)
-    z = sample_posterior(q, num_samples, seed)  # [K, B, D]
-    p = model.decode(z, y) if y is not None else model.decode(z)
-    log_px_given_z = p.log_prob(x)  # x broadcasts over K
-    return log_px_given_z + model.prior.log_prob(z) - q.log_prob(z)
+    return weight_terms(model, x, num_samples, seed, y).log_weights
 
 
 def iw_bound(model, x, num_samples: int, seed, y=None) -> tf.Tensor:
@@ -80,6 +110,14 @@ def _chunk_logsumexp(model):
     return _COMPILED[model]
 
 
+def default_samples_per_chunk(model, batch_size: int) -> int:
+    """Samples per compiled chunk such that at most ``MAX_DECODED_VALUES`` floats of
+    the largest per-sample tensor exist at once: the decoder's outputs, or a
+    mixture prior's ``[K, D]`` log-densities where those are larger."""
+    per_example = max(math.prod(model.data_shape), model.latent_prior.log_prob_values())
+    return max(1, MAX_DECODED_VALUES // (batch_size * per_example))
+
+
 def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
                    samples_per_chunk: int | None = None, seed: int | None = 0,
                    verbose: int = 1, y=None) -> np.ndarray:
@@ -89,8 +127,9 @@ def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
     Samples are drawn in chunks so that memory stays bounded: at most
     ``samples_per_chunk * batch_size * prod(data_shape)`` decoder outputs
     (by default chosen to be at most ``MAX_DECODED_VALUES`` = 2**22 floats,
-    16 MiB) exist at once, whatever ``num_samples`` is. Chunks are combined
-    exactly with logsumexp, so the result does not depend on the chunking
+    16 MiB, counting a mixture prior's log-densities too: see
+    :func:`default_samples_per_chunk`) exist at once, whatever ``num_samples``
+    is. Chunks are combined exactly with logsumexp, so the result does not depend on the chunking
     beyond the random draws.
 
     Args:
@@ -118,9 +157,8 @@ def log_likelihood(model, x, num_samples: int = 5000, batch_size: int = 100,
     y = None if y is None else np.asarray(y, dtype=np.int32)
     if len(x) == 0:
         raise ValueError(f"x is empty (shape {x.shape}); expected at least one example.")
-    values_per_sample = batch_size * math.prod(model.data_shape)
     if samples_per_chunk is None:
-        samples_per_chunk = max(1, MAX_DECODED_VALUES // values_per_sample)
+        samples_per_chunk = default_samples_per_chunk(model, batch_size)
     samples_per_chunk = min(samples_per_chunk, num_samples)
     run = _chunk_logsumexp(model)
     seed = stateless_seed(seed)

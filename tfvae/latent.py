@@ -43,6 +43,54 @@ def posterior_means(model, x, batch_size: int = 500) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
+# Burda et al. (2015): a latent dimension is active when its posterior mean varies
+# across inputs by more than this (variance, in squared latent units).
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def unit_activity(model, x, batch_size: int = 500) -> np.ndarray:
+    """Cov_x(E_q[z_j|x]) of each latent dimension: ``[D]`` float64.
+
+    The variance over the examples ``x`` of the posterior means
+    (:func:`posterior_means`; with a flow posterior, the flow of the base
+    Gaussian's mean). A dimension whose q(z_j|x) is the same for every x
+    (posterior collapse) has activity 0.
+    """
+    return posterior_means(model, x, batch_size).astype(np.float64).var(axis=0)
+
+
+def active_units(model, x, threshold: float = ACTIVE_UNIT_THRESHOLD,
+                 batch_size: int = 500) -> int:
+    """The number of active latent dimensions (Burda et al. 2015): those whose
+    :func:`unit_activity` over ``x`` exceeds ``threshold`` (0.01 in the paper)."""
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be a number >= 0 (a variance), got {threshold!r}.")
+    return int(np.sum(unit_activity(model, x, batch_size) > threshold))
+
+
+def log_aggregate_posterior(model, x, z, batch_size: int = 100) -> np.ndarray:
+    """log q(z) of the aggregate posterior q(z) = (1/N) sum_n q(z|x_n): ``[M]`` float64.
+
+    The density of all the codes of ``x`` (``[N, *data_shape]``) together,
+    at each row of ``z`` (``[M, D]``), in nats; rows of ``z`` are scored
+    ``batch_size`` at a time, against all N posteriors at once.
+    """
+    z = np.asarray(z, dtype=np.float32)
+    if z.ndim != 2 or z.shape[1] != model.latent_dim:
+        raise ValueError(f"z has shape {z.shape}; expected [M, {model.latent_dim}] "
+                         f"(latent_dim {model.latent_dim}).")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    q = model.encode(np.asarray(x, dtype=np.float32))  # batch [N], event [D]
+    parts = [np.asarray(q.log_prob(z[i:i + batch_size, None, :]), np.float64)  # [m, N]
+             for i in range(0, len(z), batch_size)]
+    if not parts:
+        raise ValueError("z is empty; expected at least one row.")
+    log_q = np.concatenate(parts)
+    top = log_q.max(axis=1, keepdims=True)  # logsumexp over n, in float64
+    return (top[:, 0] + np.log(np.exp(log_q - top).sum(axis=1))) - np.log(log_q.shape[1])
+
+
 def decode_mean(model, z) -> np.ndarray:
     """``E[x|z]`` for latent codes ``z`` of shape ``[..., D]``: ``[..., *data_shape]``."""
     return np.asarray(model.decode(np.asarray(z, dtype=np.float32)).mean())

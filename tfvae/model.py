@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import importance
+from tfvae import importance, objectives
 from tfvae.callbacks import NonFiniteLossGuard
 from tfvae.distribute import apply_gradients, optimizer_loss, step_outputs, xla_problem
+from tfvae.flows import InverseAutoregressiveFlow, check_flow
 from tfvae.likelihoods import Likelihood, get_likelihood
 from tfvae.optimizers import get_optimizer
 from tfvae.priors import FixedPrior, Prior, get_prior
@@ -70,8 +71,11 @@ class VAE(keras.Model):
             ``"normal"``, ``"normal_per_pixel"``, ``"normal:0.1"``) or a
             :class:`tfvae.likelihoods.Likelihood`.
         prior: p(z): ``None`` or ``"standard_normal"`` (the default), a
-            :class:`tfvae.priors.Prior` (saved with the model), or any TFP
-            distribution with event shape ``[D]`` (not saved by ``model.save``).
+            :class:`tfvae.priors.Prior` (saved with the model; learned ones:
+            ``"mog"``, ``"vamp"``, or :class:`tfvae.priors.MixtureOfGaussians`,
+            :class:`tfvae.priors.VampPrior` with their component count, their KL
+            always by Monte Carlo), or any TFP distribution with event shape
+            ``[D]`` (not saved by ``model.save``).
         beta: weight of the KL term (1 gives the ELBO).
         kl_warmup_steps: if above 0, the KL weight rises linearly from 0 to
             ``beta`` over this many training steps (KL warm-up, Bowman et al.
@@ -84,6 +88,24 @@ class VAE(keras.Model):
             log q(z|x) - log p(z) at the same z as the reconstruction term).
         iw_samples: if above 1, ``evaluate`` also reports ``iw_elbo``, the
             importance-weighted bound with this many samples (Burda et al.).
+        objective: what training maximises (:mod:`tfvae.objectives`):
+            ``"elbo"`` (the default), ``"iwae"``, the importance-weighted
+            bound L_k with ``k`` reparameterised samples per example (Burda
+            et al. 2015), or ``"dreg"``, the same bound with the doubly
+            reparameterised encoder gradient (Tucker et al. 2018). Then
+            ``loss`` is -L_k, also reported as the metric ``iwae`` (L_k);
+            ``reconstruction``, ``kl`` and ``elbo`` are the first sample's
+            ELBO terms. ``beta`` (1) and ``kl_warmup_steps`` (0) are refused
+            with them: the bound has no KL term to weight.
+        k: importance samples per example for ``"iwae"``/``"dreg"`` (>= 1;
+            ``"elbo"`` takes 1).
+        free_bits: lambda >= 0, nats per latent dimension (Kingma et al.
+            2016; ``"elbo"`` only): the training loss's KL becomes
+            ``sum_d max(lambda, KL_d)`` with ``KL_d`` the batch mean of
+            dimension d's closed-form KL, so that a dimension below lambda
+            is not pushed further down. Needs a diagonal-Gaussian q(z|x) and
+            a factorised Gaussian prior. ``loss`` is this objective; ``kl``
+            and ``elbo`` stay the true ones. 0 (the default) is off.
         seed: seed of the model's sampling noise.
         num_classes: ``None`` (an unconditional VAE), or ``C``: a conditional
             VAE (Kingma et al. 2014; Sohn et al. 2015), q(z|x,y) and
@@ -99,6 +121,13 @@ class VAE(keras.Model):
             ``x`` (count, dtype, NaN, range), in every batch. The prior p(z)
             is the same for every class. ``iw_samples`` and
             :meth:`log_likelihood` then bound and estimate log p(x|y).
+        flow: ``None`` (q(z|x) the diagonal Gaussian), or a
+            :class:`tfvae.flows.InverseAutoregressiveFlow` (Kingma et al.
+            2016; saved with the model): q(z|x) is the Gaussian pushed through
+            it, ``log_prob`` by the change of variables, the KL by Monte Carlo
+            at the training sample (``kl`` is then ignored), and "the
+            posterior mean" (:meth:`reconstruct`, :mod:`tfvae.latent`) is the
+            flow of the Gaussian's mean (:class:`tfvae.flows.FlowPosterior`).
 
     Training minimises ``reconstruction + beta * kl`` averaged over the batch,
     where ``reconstruction = -E_q[log p(x|z)]`` (one reparameterised sample)
@@ -125,7 +154,9 @@ class VAE(keras.Model):
                  likelihood: str | Likelihood = "bernoulli",
                  prior: str | Prior | tfd.Distribution | None = None, beta: float = 1.0,
                  kl: str = "analytic", iw_samples: int = 0, seed: int | None = None,
-                 kl_warmup_steps: int = 0, num_classes: int | None = None, **kwargs):
+                 kl_warmup_steps: int = 0, num_classes: int | None = None,
+                 objective: str = "elbo", k: int = 1, free_bits: float = 0.0,
+                 flow: InverseAutoregressiveFlow | None = None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -138,12 +169,18 @@ class VAE(keras.Model):
         self.likelihood.build_for(self.data_shape)
 
         self.latent_prior = get_prior(prior)
+        self.latent_prior.bind(self)  # e.g. the VampPrior takes the encoder and data shape
         self.latent_prior.build_for(self.latent_dim)
         if kl not in KL_MODES:
             raise ValueError(f"Unknown kl {kl!r}. Expected one of {', '.join(KL_MODES)}.")
         self.kl_mode = kl
-        self.analytic_kl = kl == "analytic" and _has_analytic_kl(self.latent_dim, self.prior)
-        if kl == "analytic" and not self.analytic_kl:
+        self.flow = check_flow(flow, self.latent_dim)
+        # Learned priors (mixtures) declare that the Monte-Carlo KL is expected: no warning.
+        # A flow posterior has no closed-form KL either.
+        expects_mc = self.latent_prior.monte_carlo_kl or self.flow is not None
+        self.analytic_kl = (kl == "analytic" and not expects_mc
+                            and _has_analytic_kl(self.latent_dim, self.prior))
+        if kl == "analytic" and not self.analytic_kl and not expects_mc:
             warnings.warn(
                 f"TFP has no closed-form KL between a diagonal Gaussian and "
                 f"{type(self.prior).__name__}; using the Monte-Carlo estimate.",
@@ -158,6 +195,9 @@ class VAE(keras.Model):
         )
         self.iw_samples = check_count(iw_samples, "iw_samples", low=0)
         self.kl_warmup_steps = check_count(kl_warmup_steps, "kl_warmup_steps", low=0)
+        self.objective, self.k = objectives.check_objective(objective, k)
+        self.free_bits = check_number(free_bits, "free_bits", low=0.0)
+        self._check_objective_options(beta)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -166,11 +206,26 @@ class VAE(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
         self.iw_elbo_tracker = keras.metrics.Mean(name="iw_elbo")
+        self.iwae_tracker = keras.metrics.Mean(name="iwae")
         # Bad input values seen since fit/evaluate began (not in self.metrics:
         # neither logged nor reset by Keras); see invalid_values().
         self.invalid_tracker = keras.metrics.Sum(name="invalid_values")
         self.invalid_labels_tracker = keras.metrics.Sum(name="invalid_labels")
         self.built = True
+
+    def _check_objective_options(self, beta: float) -> None:
+        """Options that the objective cannot use raise ``ValueError``."""
+        if self.objective != "elbo":
+            given = {"beta": (beta, 1.0), "kl_warmup_steps": (self.kl_warmup_steps, 0),
+                     "free_bits": (self.free_bits, 0.0)}
+            for name, (value, neutral) in given.items():
+                if value != neutral:
+                    raise ValueError(
+                        f"{name}={value} changes the ELBO's KL term, which objective "
+                        f"{self.objective!r} (the importance-weighted bound) does not have; "
+                        f"expected {name}={neutral}, or objective 'elbo'.")
+        if self.free_bits:
+            objectives.check_free_bits_prior(self.prior)
 
     def _check_networks(self):
         inputs = len(self.encoder.inputs), len(self.decoder.inputs)
@@ -227,9 +282,10 @@ class VAE(keras.Model):
         # Both tensors: Keras refuses a list mixing arrays and tensors.
         return [tf.convert_to_tensor(main), tf.one_hot(tf.cast(y, tf.int32), self.num_classes)]
 
-    def posterior(self, x, y=None, training: bool = False) -> tfd.MultivariateNormalDiag:
+    def posterior(self, x, y=None, training: bool = False) -> tfd.Distribution:
         """q(z|x) (conditional: q(z|x,y), ``y`` int labels ``[B]``), the encoder's
-        diagonal Gaussian: batch shape ``[B]``, event ``[D]``.
+        diagonal Gaussian: batch shape ``[B]``, event ``[D]``; with a ``flow``, that
+        Gaussian through the flow (a :class:`tfvae.flows.FlowPosterior`).
 
         The public :meth:`encode` is this plus eager input checks; compiled
         code (training and test steps) calls ``posterior`` directly.
@@ -238,7 +294,8 @@ class VAE(keras.Model):
         params = tf.cast(self.encoder(inputs, training=training), tf.float32)
         loc, raw_scale = tf.split(params, 2, axis=-1)
         scale = tf.nn.softplus(raw_scale) + MIN_POSTERIOR_SCALE
-        return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+        base = tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+        return base if self.flow is None else self.flow.posterior(base)
 
     def decode(self, z, y=None, training: bool = False) -> tfd.Distribution:
         """p(x|z) (conditional: p(x|z,y)): batch shape ``z.shape[:-1]``, event
@@ -279,10 +336,14 @@ class VAE(keras.Model):
         ``z = mu + sigma * eps`` (an unbiased estimate of -E_q log p(x|z));
         conditional: ``-log p(x|z,y)`` with z ~ q(z|x,y), ``y`` labels ``[B]``.
         """
+        return self._elbo_terms(x, y, training, seed)[1:]
+
+    def _elbo_terms(self, x, y=None, training: bool = False, seed=None):
+        """``(q, reconstruction, kl)``: :meth:`elbo_terms` and the posterior."""
         q = self.posterior(x, y, training=training)
         z = q.sample(seed=self._next_seed() if seed is None else stateless_seed(seed))
         reconstruction = -self.decode(z, y, training=training).log_prob(x)
-        return reconstruction, self.kl_divergence(q, z)
+        return q, reconstruction, self.kl_divergence(q, z)
 
     def _checked_batch(self, data, step=None):
         """``(x, labels, sample_weight)`` of one batch of a compiled step, after
@@ -298,31 +359,46 @@ class VAE(keras.Model):
         self.invalid_labels_tracker.update_state(bad_labels)
         return x, y, sample_weight
 
-    def _batch_terms(self, data, training: bool, step=None):
-        """``(x, labels, reconstruction, kl)`` of one batch of a compiled step,
-        after the in-graph checks of ``x`` and (conditional) the labels."""
-        x, y, _ = self._checked_batch(data, step)
-        return x, y, *self.elbo_terms(x, y, training=training)
+    def _objective_terms(self, x, y, training: bool):
+        """``(loss, reconstruction, kl, iw)`` of a checked batch: the training
+        objective's loss per example ``[B]`` (see ``objective``, ``free_bits``),
+        the ELBO terms ``[B]``, and for ``"iwae"``/``"dreg"`` the
+        :class:`tfvae.objectives.IWTerms` (else None)."""
+        if self.objective != "elbo":
+            iw = objectives.importance_weighted_terms(
+                self, x, y, self.k, self._next_seed(), training=training,
+                dreg=self.objective == "dreg" and training)
+            return -iw.bound, iw.reconstruction, iw.kl, iw
+        if not self.free_bits:
+            reconstruction, kl = self.elbo_terms(x, y, training=training)
+            return reconstruction + self.kl_weight() * kl, reconstruction, kl, None
+        q, reconstruction, kl = self._elbo_terms(x, y, training=training)
+        floored = objectives.free_bits_kl(q, self.prior, self.free_bits)  # a batch scalar
+        return reconstruction + self.kl_weight() * floored, reconstruction, kl, None
 
     # -------------------------------------------------------------- training
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            _, _, reconstruction, kl = self._batch_terms(data, True, self.optimizer.iterations + 1)
-            beta = self.kl_weight()
-            loss = tf.reduce_mean(reconstruction + beta * kl)
-            if self.losses:
-                loss += tf.add_n(self.losses)
-            scaled_loss = optimizer_loss(self, loss)
-        apply_gradients(self, tape, scaled_loss)
-        self._update_metrics(reconstruction, kl, beta)
+        dreg = self.objective == "dreg"
+        with tf.GradientTape(persistent=dreg) as tape:
+            x, y, _ = self._checked_batch(data, self.optimizer.iterations + 1)
+            loss, reconstruction, kl, iw = self._objective_terms(x, y, training=True)
+            regularisation = tf.add_n(self.losses) if self.losses else 0.0
+            scaled_loss = optimizer_loss(self, tf.reduce_mean(loss) + regularisation)
+            if dreg:
+                scaled_encoder_loss = optimizer_loss(self, iw.encoder_loss + regularisation)
+        gradients = (objectives.dreg_gradients(tape, scaled_loss, scaled_encoder_loss, iw.z,
+                                               self.trainable_variables) if dreg else None)
+        apply_gradients(self, tape, scaled_loss, gradients)
+        self._update_metrics(reconstruction, kl, None, loss, None if iw is None else iw.bound)
         return step_outputs(self._metric_results())
 
     def test_step(self, data):
-        x, y, reconstruction, kl = self._batch_terms(data, False)
+        x, y, _ = self._checked_batch(data)
+        loss, reconstruction, kl, iw = self._objective_terms(x, y, training=False)
         if self.iw_samples > 1:  # conditional: a bound on log p(x|y)
             bound = importance.iw_bound(self, x, self.iw_samples, seed=self._next_seed(), y=y)
             self.iw_elbo_tracker.update_state(bound)
-        self._update_metrics(reconstruction, kl, self.kl_weight())
+        self._update_metrics(reconstruction, kl, None, loss, None if iw is None else iw.bound)
         metrics = self._metric_results()
         if self.iw_samples > 1:
             metrics["iw_elbo"] = self.iw_elbo_tracker.result()
@@ -344,20 +420,28 @@ class VAE(keras.Model):
         return self.beta * tf.minimum(1.0, step / self.kl_warmup_steps)
 
     def _metric_results(self) -> dict[str, tf.Tensor]:
-        return {"loss": self.loss_tracker.result(),
-                "reconstruction": self.reconstruction_tracker.result(),
-                "kl": self.kl_tracker.result(), "elbo": self.elbo_tracker.result()}
+        results = {"loss": self.loss_tracker.result(),
+                   "reconstruction": self.reconstruction_tracker.result(),
+                   "kl": self.kl_tracker.result(), "elbo": self.elbo_tracker.result()}
+        if self.objective != "elbo":
+            results["iwae"] = self.iwae_tracker.result()
+        return results
 
-    def _update_metrics(self, reconstruction, kl, beta):
-        self.loss_tracker.update_state(reconstruction + beta * kl)
+    def _update_metrics(self, reconstruction, kl, beta, loss=None, bound=None):
+        """``loss`` per example (default ``reconstruction + beta * kl``);
+        ``bound``: L_k ``[B]`` of ``"iwae"``/``"dreg"``."""
+        self.loss_tracker.update_state(reconstruction + beta * kl if loss is None else loss)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
         self.elbo_tracker.update_state(-(reconstruction + kl))
+        if bound is not None:
+            self.iwae_tracker.update_state(bound)
 
     @property
     def metrics(self):
         trackers = [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker,
                     self.elbo_tracker]
+        trackers += [self.iwae_tracker] if self.objective != "elbo" else []
         return trackers + ([self.iw_elbo_tracker] if self.iw_samples > 1 else [])
 
     def call(self, x, training: bool = False):
@@ -617,12 +701,17 @@ class VAE(keras.Model):
             "iw_samples": self.iw_samples,
             "seed": self.seed,
             "num_classes": self.num_classes,
+            "objective": self.objective,
+            "k": self.k,
+            "free_bits": self.free_bits,
+            "flow": (None if self.flow is None
+                     else keras.saving.serialize_keras_object(self.flow)),
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)  # models saved by tfvae 0.1.0 have no prior: standard Normal
-        for key in ("encoder", "decoder", "likelihood", "prior"):
-            if key in config:
+        for key in ("encoder", "decoder", "likelihood", "prior", "flow"):
+            if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

@@ -37,9 +37,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvae import networks
 from tfvae.datasets import make_dataset
 from tfvae.distribute import apply_gradients, optimizer_loss, step_outputs
 from tfvae.model import VAE
+from tfvae.optimizers import FusedAdam
 from tfvae.validation import (
     MISSING_LABEL,
     assert_valid_batch,
@@ -102,6 +104,10 @@ class SemiSupervisedVAE(VAE):
             raise ValueError("num_classes must be an integer >= 2, got None.")
         if kwargs.get("iw_samples", 0) > 1:
             raise ValueError("SemiSupervisedVAE does not report iw_elbo; expected iw_samples 0.")
+        for name, neutral in (("objective", "elbo"), ("k", 1), ("free_bits", 0.0)):
+            if kwargs.get(name, neutral) != neutral:
+                raise ValueError(f"SemiSupervisedVAE trains M2's ELBO only; expected {name}="
+                                 f"{neutral!r}, got {kwargs[name]!r}.")
         super().__init__(encoder, decoder, latent_dim, num_classes=num_classes, **kwargs)
         self.classifier = classifier
         self._check_classifier()
@@ -339,3 +345,81 @@ def mixed_batches(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: in
     options.autotune.enabled = False  # as in make_dataset: data in memory, nothing to tune
     return (tf.data.Dataset.zip((unlabelled_stream, labelled_stream)).map(join).prefetch(2)
             .with_options(options))
+
+
+def pick_labels(y: np.ndarray, per_class: int, num_classes: int | None = None, seed: int = 0
+                ) -> np.ndarray:
+    """Hide all labels but ``per_class`` of each class: the labelled subset of a
+    semi-supervised experiment (e.g. MNIST with 100 labels: ``per_class=10``).
+
+    Args:
+        y: int labels ``[N]`` in ``[0, num_classes)``, all given.
+        per_class: labels kept per class, chosen at random (by ``seed``).
+        num_classes: ``C``; default ``max(y) + 1``.
+
+    Returns:
+        int32 ``[N]``: ``y`` where kept, ``-1`` (missing) elsewhere.
+
+    Raises:
+        ValueError: bad labels, or a class with fewer than ``per_class`` examples.
+    """
+    y = np.asarray(y)
+    num_classes = check_count(num_classes if num_classes is not None
+                              else int(np.max(y, initial=0)) + 1, "num_classes", low=2)
+    y = check_labels(y, num_classes, name="y")
+    per_class = check_count(per_class, "per_class")
+    counts = np.bincount(y, minlength=num_classes)
+    if counts.min() < per_class:
+        raise ValueError(f"class {int(counts.argmin())} has {int(counts.min())} examples; "
+                         f"expected at least per_class={per_class} of every class.")
+    rng = np.random.default_rng(seed)
+    kept = np.full(len(y), MISSING_LABEL, np.int32)
+    for c in range(num_classes):
+        chosen = rng.choice(np.flatnonzero(y == c), per_class, replace=False)
+        kept[chosen] = c
+    return kept
+
+
+def build_m2(data_shape, num_classes: int, latent_dim: int = 50,
+             hidden_units: tuple[int, ...] = (500,), alpha: float | None = None,
+             learning_rate: float = 3e-4, seed: int = 0) -> SemiSupervisedVAE:
+    """A compiled M2 with Kingma et al. 2014's MLP networks: encoder, decoder
+    (``condition_dim=num_classes``) and classifier q(y|x) of ``hidden_units``
+    each, optimised with :class:`tfvae.FusedAdam` at ``learning_rate``."""
+    keras.utils.set_random_seed(seed)
+    encoder, decoder = networks.build_networks("mlp", data_shape, latent_dim, hidden_units,
+                                               condition_dim=num_classes)
+    classifier = networks.mlp_classifier(data_shape, num_classes, hidden_units)
+    model = SemiSupervisedVAE(encoder, decoder, classifier, latent_dim, num_classes,
+                              alpha=alpha, seed=seed)
+    model.compile(optimizer=FusedAdam(learning_rate))
+    return model
+
+
+def supervised_baseline(x: np.ndarray, y: np.ndarray, num_classes: int,
+                        hidden_units: tuple[int, ...] = (500,), learning_rate: float = 3e-4,
+                        steps: int = 300, seed: int = 0) -> keras.Model:
+    """M2's classifier network trained on the labelled examples alone: the
+    baseline that M2 must beat. Full-batch Adam on the cross-entropy for
+    ``steps`` steps.
+
+    Args:
+        x: the labelled images ``[N_l, *data_shape]``.
+        y: their int labels ``[N_l]`` (none missing).
+
+    Returns:
+        The trained classifier (``[B, *data_shape]`` to logits ``[B, C]``),
+        compiled with an ``accuracy`` metric.
+    """
+    y = check_labels(y, num_classes, len(x), "y")
+    steps = check_count(steps, "steps")
+    keras.utils.set_random_seed(seed)
+    model = networks.mlp_classifier(x.shape[1:], num_classes, hidden_units)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    # One pass of `steps` full batches: as many epochs of one step each, without
+    # fit's per-epoch overhead (which dominates so small a step).
+    full_batches = tf.data.Dataset.from_tensors((np.asarray(x, np.float32), y)).repeat(steps)
+    model.fit(full_batches, epochs=1, verbose=0)
+    return model

@@ -23,11 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae import callbacks as cbs
-from tfvae import checkpoints, datasets, distribute, networks, plot, runs
-from tfvae.config import TrainConfig
+from tfvae import checkpoints, datasets, distribute, flows, networks, plot, runs
+from tfvae.config import DEFAULT_IAF_HIDDEN_UNITS, TrainConfig
 from tfvae.files import read_json, write_json
 from tfvae.model import VAE
 from tfvae.optimizers import FusedAdam
+from tfvae.priors import get_prior
 from tfvae.seeds import stateless_seed
 
 
@@ -79,9 +80,19 @@ def build_vae(config: TrainConfig, data_shape: tuple[int, ...]) -> VAE:
                                                condition_dim=classes or 0)
     model = VAE(encoder, decoder, config.latent_dim, likelihood=config.likelihood,
                 beta=config.beta, kl_warmup_steps=config.kl_warmup, seed=config.seed,
-                num_classes=classes)
+                objective=config.objective, k=config.k, free_bits=config.free_bits,
+                num_classes=classes, prior=get_prior(config.prior, config.prior_components),
+                flow=build_flow(config))
     model.compile(optimizer=FusedAdam(config.learning_rate))
     return model
+
+
+def build_flow(config: TrainConfig) -> flows.InverseAutoregressiveFlow | None:
+    """The IAF posterior's flow that ``config`` asks for (``iaf_steps``), or None."""
+    if not config.iaf_steps:
+        return None
+    return flows.InverseAutoregressiveFlow(config.iaf_steps,
+                                     config.iaf_hidden_units or DEFAULT_IAF_HIDDEN_UNITS)
 
 
 def evaluate(model: VAE, x: np.ndarray, batch_size: int = 100, nll_samples: int = 0,
@@ -115,8 +126,10 @@ def parameter_bytes(config: TrainConfig) -> int:
     """Memory that training ``config`` needs at least: its float32 parameters,
     their gradients and Adam's two moments (counted without building the model)."""
     shape = datasets.get(config.dataset).shape
-    return 16 * networks.count_parameters(config.network, shape, config.latent_dim,
-                                          config.hidden_units, num_classes(config) or 0)
+    flow = flows.count_parameters(config.latent_dim, config.iaf_steps,
+                                  config.iaf_hidden_units or DEFAULT_IAF_HIDDEN_UNITS)
+    return 16 * (flow + networks.count_parameters(config.network, shape, config.latent_dim,
+                                                  config.hidden_units, num_classes(config) or 0))
 
 
 def physical_memory() -> int | None:
