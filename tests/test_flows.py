@@ -207,6 +207,13 @@ def test_bad_flow_settings_raise_clear_errors():
     flow = _flow(latent_dim=3)
     with pytest.raises(ValueError, match="built for latent_dim 3, not 5"):
         small_vae(latent_dim=D, flow=flow)
+    # Free bits need a per-dimension KL, which a flow posterior lacks: refused when built.
+    with pytest.raises(ValueError, match="free_bits needs .* flow posterior"):
+        small_vae(latent_dim=D, flow=_flow(latent_dim=D), free_bits=0.1)
+    with pytest.raises(ValueError, match="free_bits needs .*iaf_steps=2"):
+        TrainConfig(free_bits=0.1, iaf_steps=2)
+    with pytest.raises(ValueError, match="free_bits needs .*prior='mog'"):
+        TrainConfig(free_bits=0.1, prior="mog")
 
 
 def test_train_config_iaf_options():

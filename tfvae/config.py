@@ -150,6 +150,10 @@ class TrainConfig:
                     raise ValueError(f"{name} changes the ELBO's KL term, which objective "
                                      f"{self.objective!r} does not have; expected {name}="
                                      f"{neutral}, or objective 'elbo'.")
+        if self.free_bits and (self.iaf_steps or self.prior != "standard_normal"):
+            raise ValueError(f"free_bits needs each latent dimension's KL in closed form: a "
+                             f"diagonal Gaussian q(z|x) and the standard_normal prior, not "
+                             f"iaf_steps={self.iaf_steps}, prior={self.prior!r}.")
 
     def identity(self) -> dict:
         """The fields a resumed run must share with the stored run."""

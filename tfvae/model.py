@@ -226,6 +226,10 @@ class VAE(keras.Model):
                         f"expected {name}={neutral}, or objective 'elbo'.")
         if self.free_bits:
             objectives.check_free_bits_prior(self.prior)
+            if self.flow is not None:  # refused here, not first at the traced step
+                raise ValueError(
+                    "free_bits needs each latent dimension's KL in closed form, i.e. a diagonal "
+                    "Gaussian q(z|x); this VAE has a flow posterior. Use free_bits=0 with a flow.")
 
     def _check_networks(self):
         inputs = len(self.encoder.inputs), len(self.decoder.inputs)

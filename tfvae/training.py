@@ -87,12 +87,15 @@ def build_vae(config: TrainConfig, data_shape: tuple[int, ...]) -> VAE:
     return model
 
 
+def _iaf_hidden_units(config: TrainConfig) -> tuple[int, ...]:
+    return config.iaf_hidden_units or DEFAULT_IAF_HIDDEN_UNITS
+
+
 def build_flow(config: TrainConfig) -> flows.InverseAutoregressiveFlow | None:
     """The IAF posterior's flow that ``config`` asks for (``iaf_steps``), or None."""
     if not config.iaf_steps:
         return None
-    return flows.InverseAutoregressiveFlow(config.iaf_steps,
-                                     config.iaf_hidden_units or DEFAULT_IAF_HIDDEN_UNITS)
+    return flows.InverseAutoregressiveFlow(config.iaf_steps, _iaf_hidden_units(config))
 
 
 def evaluate(model: VAE, x: np.ndarray, batch_size: int = 100, nll_samples: int = 0,
@@ -126,8 +129,7 @@ def parameter_bytes(config: TrainConfig) -> int:
     """Memory that training ``config`` needs at least: its float32 parameters,
     their gradients and Adam's two moments (counted without building the model)."""
     shape = datasets.get(config.dataset).shape
-    flow = flows.count_parameters(config.latent_dim, config.iaf_steps,
-                                  config.iaf_hidden_units or DEFAULT_IAF_HIDDEN_UNITS)
+    flow = flows.count_parameters(config.latent_dim, config.iaf_steps, _iaf_hidden_units(config))
     return 16 * (flow + networks.count_parameters(config.network, shape, config.latent_dim,
                                                   config.hidden_units, num_classes(config) or 0))
 
