@@ -16,7 +16,7 @@ Paper, Table 1 (VAE, 1 stochastic layer, k=1 training): 86.76 nats after
 Usage::
 
     python benchmarks/burda_nll.py --minutes 60 --k 5000 --test-limit 2000 \
-        --run runs/burda --out runs/burda/result.json
+        --run runs/burda --out benchmarks/results/burda_nll_baseline.json
     # issue 13's variants: an option each, e.g.
     python benchmarks/burda_nll.py --minutes 60 --objective iwae --train-k 5 --run runs/burda_iwae
     python benchmarks/burda_nll.py --minutes 60 --prior vamp --run runs/burda_vamp
@@ -110,12 +110,15 @@ def evaluate_nll(model: tfvae.VAE, args) -> dict:
         "nll_nats": float(nll.mean()),
         "nll_stderr": float(nll.std(ddof=1) / np.sqrt(len(nll))) if len(nll) > 1 else None,
         "nll_minutes": (time.perf_counter() - t0) / 60,
+        # Per image, so that two runs on the same images compare by paired differences.
+        "nll_per_image_nats": [round(float(v), 3) for v in nll],
     }
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     result = {"paper_nll_nats": PAPER_NLL, "paper_epochs": PAPER_EPOCHS,
+              "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
               "settings": {k: str(v) for k, v in vars(args).items()}}
     if not args.evaluate_only:

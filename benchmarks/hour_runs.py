@@ -1,0 +1,110 @@
+"""Issue 13's table: the one-CPU-hour Burda runs (``burda_nll.py`` JSON files) against their goals.
+
+Each variant is one ``burda_nll.py --minutes 60 ... --out benchmarks/results/burda_nll_<name>.json``
+run; this script reads those files, names each run from its settings, compares it with the plain
+VAE of the same split (``--baseline``) and prints a Markdown table with the goal of each row. Where
+both files hold per-image NLLs of the same test images, the difference and its standard error are
+paired over images (much tighter than two independent standard errors); otherwise the two standard
+errors are combined as if independent.
+
+Usage::
+
+    python benchmarks/hour_runs.py                 # every benchmarks/results/burda_nll_*.json
+    python benchmarks/hour_runs.py --baseline benchmarks/results/burda_nll_baseline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+PAPER_NLL = 86.76  # Burda et al. 2015, Table 1, VAE k=1, one stochastic layer
+
+
+def variant(settings: dict) -> dict:
+    """The options that make a run differ from the plain VAE (settings are stored as strings)."""
+    parts = {}
+    if settings.get("objective", "elbo") != "elbo":
+        parts["objective"] = f"{settings['objective'].upper()} k={settings.get('train_k', '1')}"
+    if settings.get("prior", "standard_normal") != "standard_normal":
+        parts["prior"] = f"{settings['prior']} ({settings.get('prior_components')} components)"
+    if int(settings.get("iaf_steps", "0")) > 0:
+        parts["iaf"] = f"IAF {settings['iaf_steps']} steps"
+    if float(settings.get("free_bits", "0")) > 0:
+        parts["free_bits"] = f"free bits {settings['free_bits']}"
+    return parts
+
+
+def goal(parts: dict) -> tuple[str, float | None, str]:
+    """(goal text, threshold, what the threshold applies to: 'delta' or 'nll')."""
+    if len(parts) > 1:
+        return f"≤ {PAPER_NLL} nats (the paper's 3,280-epoch VAE)", PAPER_NLL, "nll"
+    if "objective" in parts:
+        return "≥ 0.5 nat better than the VAE", -0.5, "delta"
+    if "prior" in parts and parts["prior"].startswith("vamp"):
+        return "≥ 1 nat better than the standard prior", -1.0, "delta"
+    if "iaf" in parts:
+        return "≥ 0.5 nat better than the diagonal posterior", -0.5, "delta"
+    return "", None, ""
+
+
+def difference(run: dict, base: dict) -> tuple[float, float, bool]:
+    """run − baseline NLL in nats, its standard error, and whether it was paired over images."""
+    a, b = run["evaluation"], base["evaluation"]
+    if ("nll_per_image_nats" in a and "nll_per_image_nats" in b
+            and len(a["nll_per_image_nats"]) == len(b["nll_per_image_nats"])):
+        gap = np.array(a["nll_per_image_nats"]) - np.array(b["nll_per_image_nats"])
+        return float(gap.mean()), float(gap.std(ddof=1) / math.sqrt(len(gap))), True
+    return (a["nll_nats"] - b["nll_nats"],
+            math.hypot(a["nll_stderr"] or 0.0, b["nll_stderr"] or 0.0), False)
+
+
+def table(files: list[Path], baseline: Path) -> str:
+    base = json.loads(baseline.read_text())
+    lines = ["| run | epochs | minutes | test NLL (nats) | vs the VAE | goal | met |",
+             "|---|---:|---:|---|---|---|---|"]
+    for path in files:
+        run = json.loads(path.read_text())
+        parts = variant(run["settings"])
+        name = ", ".join(parts.values()) or "VAE"
+        training, evaluation = run.get("training") or {}, run["evaluation"]
+        nll = f"{evaluation['nll_nats']:.2f} ± {evaluation['nll_stderr']:.2f}"
+        text, threshold, kind = goal(parts)
+        if path.resolve() == baseline.resolve():
+            delta, met = "(baseline)", ""
+        else:
+            d, se, paired = difference(run, base)
+            delta = f"{d:+.2f} ± {se:.2f}" + (" (paired)" if paired else "")
+            value = d if kind == "delta" else evaluation["nll_nats"]
+            met = "" if threshold is None else ("yes" if value <= threshold else "**no**")
+        epochs = training.get("epochs", "")
+        minutes = training.get("train_minutes")
+        lines.append(f"| {name} (`{path.name}`) | {epochs} | "
+                     f"{'' if minutes is None else f'{minutes:.0f}'} | {nll} | {delta} | "
+                     f"{text} | {met} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("files", nargs="*", type=Path,
+                   help="burda_nll.py result files (default: results/burda_nll_*.json)")
+    p.add_argument("--baseline", type=Path, default=RESULTS / "burda_nll_baseline.json",
+                   help="the plain VAE's result on the same split and test images")
+    args = p.parse_args(argv)
+    files = args.files or sorted(RESULTS.glob("burda_nll_*.json"))
+    if not args.baseline.exists():
+        raise SystemExit(f"{args.baseline} does not exist: run burda_nll.py --out {args.baseline} "
+                         f"first (the plain VAE every variant is compared with).")
+    text = table(files, args.baseline)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
