@@ -46,6 +46,7 @@ import burda_nll
 import keras
 import numpy as np
 import tensorflow as tf
+from hour_runs import paired_difference
 
 import tfvae
 from tfvae import callbacks, checkpoints, datasets, plot, runs, training
@@ -335,10 +336,9 @@ def main(argv=None) -> dict:
             "run_average_examples_per_second": (
                 vae_training["epochs"] * vae_training["examples_per_epoch"] / (60 * vae_minutes)
                 if vae_minutes and vae_training.get("epochs") else None)}}
-    gap = (np.array(pcnn_nll["nll_per_image_nats"])
-           - np.array(vae_nll["nll_per_image_nats"]))  # same images: a paired difference
-    result["pixelcnn_minus_vae_nll"] = {"nats": float(gap.mean()),
-                                        "stderr": float(gap.std(ddof=1) / np.sqrt(len(gap)))}
+    gap, stderr = paired_difference(pcnn_nll["nll_per_image_nats"],  # the same images
+                                    vae_nll["nll_per_image_nats"])
+    result["pixelcnn_minus_vae_nll"] = {"nats": gap, "stderr": stderr}
     result["vae_sampling_speedup"] = (vae_sampling["images_per_second"]
                                       / pcnn_sampling["images_per_second"])
     result["vae_train_speedup"] = (speeds["vae"]["examples_per_second"]
