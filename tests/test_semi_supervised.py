@@ -16,6 +16,7 @@ from tfvae.seeds import stateless_seed
 from tfvae.semi_supervised import (
     SemiSupervisedVAE,
     build_m2,
+    m1_features,
     mixed_batches,
     paper_alpha,
     pick_labels,
@@ -267,3 +268,45 @@ def test_supervised_baseline_learns_from_the_labelled_examples_alone():
     assert accuracy > 0.9  # chance is about 0.5
     with pytest.raises(ValueError, match=r"labels in \[-1, 1\]"):
         supervised_baseline(x, np.where(y == 0, -1, y), 2)  # missing labels have no place here
+
+
+def test_m1_features_are_the_standardised_means_of_the_active_units():
+    keras.utils.set_random_seed(0)
+    encoder, decoder = tfvae.networks.build_networks("mlp", SHAPE, 4, (16,))
+    m1 = tfvae.VAE(encoder, decoder, 4)
+    kernel, bias = m1.encoder.get_layer("q_params").get_weights()
+    kernel[:, [1, 3]] = 0.0  # means of z_1 and z_3 no longer depend on x: inactive
+    m1.encoder.get_layer("q_params").set_weights([kernel, bias])
+    x, _ = toy_data(300)
+    x_test, _ = toy_data(50, seed=1)
+    train, test = m1_features(m1, x, x_test)
+
+    def means(images):  # NumPy: the encoder's first half, one example at a time
+        return np.stack([m1.encoder(image[None]).numpy()[0, :4] for image in images])
+
+    reference, reference_test = means(x)[:, [0, 2]], means(x_test)[:, [0, 2]]
+    centre, spread = reference.mean(0), reference.std(0)
+    np.testing.assert_allclose(train, (reference - centre) / spread, atol=1e-4)
+    np.testing.assert_allclose(test, (reference_test - centre) / spread, atol=1e-4)
+    assert train.dtype == np.float32 and train.shape == (300, 2)
+
+    kernel[:] = 0.0
+    m1.encoder.get_layer("q_params").set_weights([kernel, bias])
+    with pytest.raises(ValueError, match="no active unit"):
+        m1_features(m1, x)
+
+
+def test_m2_on_real_valued_features_with_a_normal_likelihood():
+    rng = np.random.default_rng(0)
+    y = rng.integers(2, size=400)
+    features = (rng.normal(size=(400, 3)) + 2.0 * y[:, None]).astype(np.float32)
+    given = pick_labels(y, 5, 2, seed=0)
+    model = build_m2((3,), 2, latent_dim=2, hidden_units=(16,), alpha=5.0, learning_rate=0.01,
+                     likelihood=tfvae.likelihoods.Normal("learned", per_pixel=True,
+                                                          init_scale=1.0))
+    model.fit(mixed_batches(features, given, 2, batch_size=40), epochs=10, verbose=0)
+    accuracy = np.mean(np.argmax(model.predict(features, verbose=0), axis=1) == y)
+    # Two unit Gaussians 2 apart in each of 3 dimensions: the Bayes accuracy is 0.96,
+    # chance 0.55.
+    assert accuracy > 0.85
+    assert model.likelihood.stddev().shape == (3,)

@@ -37,9 +37,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae import networks
+from tfvae import latent, networks
 from tfvae.datasets import make_dataset
 from tfvae.distribute import apply_gradients, optimizer_loss, step_outputs
+from tfvae.latent import ACTIVE_UNIT_THRESHOLD
+from tfvae.likelihoods import Likelihood
 from tfvae.model import VAE
 from tfvae.optimizers import FusedAdam
 from tfvae.validation import (
@@ -382,18 +384,58 @@ def pick_labels(y: np.ndarray, per_class: int, num_classes: int | None = None, s
 
 def build_m2(data_shape, num_classes: int, latent_dim: int = 50,
              hidden_units: tuple[int, ...] = (500,), alpha: float | None = None,
-             learning_rate: float = 3e-4, seed: int = 0) -> SemiSupervisedVAE:
+             learning_rate: float = 3e-4, seed: int = 0,
+             likelihood: str | Likelihood = "bernoulli") -> SemiSupervisedVAE:
     """A compiled M2 with Kingma et al. 2014's MLP networks: encoder, decoder
     (``condition_dim=num_classes``) and classifier q(y|x) of ``hidden_units``
-    each, optimised with :class:`tfvae.FusedAdam` at ``learning_rate``."""
+    each, optimised with :class:`tfvae.FusedAdam` at ``learning_rate``.
+    ``likelihood`` is p(x|z,y): Bernoulli pixels, or e.g. a learned
+    ``Normal`` for real-valued inputs such as :func:`m1_features`."""
     keras.utils.set_random_seed(seed)
     encoder, decoder = networks.build_networks("mlp", data_shape, latent_dim, hidden_units,
                                                condition_dim=num_classes)
     classifier = networks.mlp_classifier(data_shape, num_classes, hidden_units)
     model = SemiSupervisedVAE(encoder, decoder, classifier, latent_dim, num_classes,
-                              alpha=alpha, seed=seed)
+                              alpha=alpha, seed=seed, likelihood=likelihood)
     model.compile(optimizer=FusedAdam(learning_rate))
     return model
+
+
+def m1_features(m1: VAE, x_train: np.ndarray, *others: np.ndarray,
+                threshold: float = ACTIVE_UNIT_THRESHOLD) -> list[np.ndarray]:
+    """Kingma et al. 2014's M1 as the input of M2 (their "M1+M2"): each
+    example's posterior mean under a VAE ``m1`` trained without labels.
+
+    Only the active units are kept (variance of the means over ``x_train``
+    above ``threshold``, as :func:`tfvae.latent.active_units` counts them:
+    the collapsed ones carry no information about x), and each is
+    standardised with ``x_train``'s mean and standard deviation, so that a
+    Normal p(features|z,y) starts on a common scale.
+
+    Args:
+        m1: a trained unconditional :class:`tfvae.VAE`.
+        x_train: ``[N, *data_shape]``, the examples that fix the selection
+            and the standardisation.
+        *others: more ``[M, *data_shape]`` arrays (e.g. the test images),
+            transformed the same way.
+
+    Returns:
+        ``[features(x_train), *features(others)]``, each ``[., A]`` float32
+        with ``A`` the number of active units.
+
+    Raises:
+        ValueError: no unit of ``m1`` is active on ``x_train``.
+    """
+    means = [latent.posterior_means(m1, x) for x in (x_train, *others)]
+    activity = means[0].astype(np.float64).var(axis=0)
+    active = activity > threshold
+    if not active.any():
+        raise ValueError(f"m1 has no active unit on x_train (largest variance of a posterior "
+                         f"mean {activity.max():.3g}, threshold {threshold}); expected a trained "
+                         f"VAE whose code depends on x.")
+    centre = means[0][:, active].mean(axis=0)
+    spread = means[0][:, active].std(axis=0)
+    return [((m[:, active] - centre) / spread).astype(np.float32) for m in means]
 
 
 def supervised_baseline(x: np.ndarray, y: np.ndarray, num_classes: int,
