@@ -1,8 +1,10 @@
-"""Helpers for the tutorial notebooks: train once, then reuse the saved model.
+"""Helpers for the tutorial notebooks: train once, then reuse the saved model;
+read the benchmark results committed with the repository.
 
 A reader on a second visit, or in a hurry, can skip training: :func:`fit_or_load`
 loads a model that an earlier run of the same cell saved, with its training
-history, instead of training again.
+history, instead of training again. :func:`benchmark_results` lets a notebook
+print a long benchmark's result (an hour of training) that it cannot re-run.
 """
 
 from __future__ import annotations
@@ -46,3 +48,24 @@ def fit_or_load(model: keras.Model, path: str | os.PathLike, *fit_args, reuse: b
     checkpoints.save_model(model, path)
     write_json(history_path, {k: [float(v) for v in vs] for k, vs in history.items()})
     return model, history
+
+
+BENCHMARK_RESULTS = Path("benchmarks") / "results"
+
+
+def benchmark_results(pattern: str) -> dict[str, dict]:
+    """The benchmark result files matching ``pattern`` (a glob such as
+    ``"burda_nll*.json"``, or one file name), read from the ``benchmarks/results/``
+    folder of the working directory or of the nearest folder above it that has one.
+
+    Returns:
+        ``{file name: contents}`` sorted by name; ``{}`` when there is no such
+        folder (a notebook run outside the repository, e.g. on Colab after
+        ``pip install``) or no file matches.
+    """
+    cwd = Path.cwd()
+    folder = next((d / BENCHMARK_RESULTS for d in (cwd, *cwd.parents)
+                   if (d / BENCHMARK_RESULTS).is_dir()), None)
+    if folder is None:
+        return {}
+    return {path.name: read_json(path) for path in sorted(folder.glob(pattern))}
