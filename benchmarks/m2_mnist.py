@@ -15,7 +15,7 @@ trained once and kept in the folder. Prints a table and writes
 ``benchmarks/results/m2_mnist.json`` (``--quick``: ``m2_mnist_quick.json``).
 
 ``--m1-minutes M`` runs the paper's stacked "M1+M2" within the same budget:
-first M1, an unconditional VAE (MLP 500-500, 50-D z, dynamically binarized
+first M1, an unconditional VAE (MLP 200-200, 50-D z, dynamically binarized
 images) trained without labels for ``M`` of the ``--minutes`` (its own
 resumable run folder, ``<out>.m1``), then M2 on M1's codes
 (:func:`tfvae.semi_supervised.m1_features`: posterior means of its active
@@ -50,7 +50,7 @@ from tfvae.semi_supervised import SemiSupervisedVAE, mixed_batches, paper_alpha,
 RESULTS = Path(__file__).parent / "results"
 BASELINE = "baseline.json"  # in the run folder
 M1_BASELINE = "baseline_m1.json"  # the classifier alone on M1's codes
-M1_HIDDEN = (500, 500)
+M1_HIDDEN = (200, 200)  # the Burda et al. VAE of burda_nll.py
 
 
 class TrainSeconds(keras.callbacks.Callback):
