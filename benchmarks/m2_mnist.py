@@ -161,14 +161,16 @@ def main() -> None:
         baselines = {BASELINE: pixel_data}
         if m1:
             baselines[M1_BASELINE] = (x[labelled], given[labelled], x_test, y_test)
+        found = {}  # file: the classifier-alone result, trained once per run folder
         for file, data in baselines.items():
-            if read_json(run / file) is None:
-                write_json(run / file, supervised_baseline(*data, config, steps=300))
-            found = read_json(run / file)
+            found[file] = read_json(run / file)
+            if found[file] is None:
+                found[file] = supervised_baseline(*data, config, steps=300)
+                write_json(run / file, found[file])
             print(f"Baseline, classifier alone on {config['labelled']} labelled "
                   f"{'M1 codes' if file == M1_BASELINE else 'images'}: test accuracy "
-                  f"{found['test_accuracy']:.4f} ({found['seconds']} s)", flush=True)
-        baseline = read_json(run / BASELINE)
+                  f"{found[file]['test_accuracy']:.4f} ({found[file]['seconds']} s)", flush=True)
+        baseline = found[BASELINE]
 
         if resume is None:
             model, initial_epoch, history = build_m2(config, x.shape[1:], alpha), 0, {}
@@ -194,7 +196,7 @@ def main() -> None:
                                   or min(config["labelled"], max(1, args.batch_size // 10)))
     throughput = [round(steps_per_epoch * per_step / s, 1) for s in seconds]
     result = {"config": config, "baseline": baseline, "epochs": epochs,
-              **({"m1": m1, "m1_baseline": read_json(out / M1_BASELINE)} if m1 else {}),
+              **({"m1": m1, "m1_baseline": found[M1_BASELINE]} if m1 else {}),
               "train_minutes": round(history["train_minutes"][-1], 2),
               "test_accuracy": [round(a, 4) for a in history["val_accuracy"]],
               "examples_per_second": throughput,
