@@ -56,7 +56,13 @@ def unit_activity(model, x, batch_size: int = 500) -> np.ndarray:
     Gaussian's mean). A dimension whose q(z_j|x) is the same for every x
     (posterior collapse) has activity 0.
     """
-    return posterior_means(model, x, batch_size).astype(np.float64).var(axis=0)
+    return activity_of_means(posterior_means(model, x, batch_size))
+
+
+def activity_of_means(means: np.ndarray) -> np.ndarray:
+    """:func:`unit_activity` from posterior means already computed, ``[N, D]``
+    -> ``[D]`` float64 (for callers that need the means themselves too)."""
+    return np.asarray(means).astype(np.float64).var(axis=0)
 
 
 def active_units(model, x, threshold: float = ACTIVE_UNIT_THRESHOLD,

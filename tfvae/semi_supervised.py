@@ -427,7 +427,7 @@ def m1_features(m1: VAE, x_train: np.ndarray, *others: np.ndarray,
         ValueError: no unit of ``m1`` is active on ``x_train``.
     """
     means = [latent.posterior_means(m1, x) for x in (x_train, *others)]
-    activity = means[0].astype(np.float64).var(axis=0)
+    activity = latent.activity_of_means(means[0])
     active = activity > threshold
     if not active.any():
         raise ValueError(f"m1 has no active unit on x_train (largest variance of a posterior "
