@@ -54,7 +54,7 @@ def config(args: argparse.Namespace) -> tfvae.TrainConfig:
                              seed=args.seed, minutes=args.minutes, objective=args.objective,
                              k=args.train_k, prior=args.prior,
                              prior_components=args.prior_components, iaf_steps=args.iaf_steps,
-                             free_bits=args.free_bits)
+                             free_bits=args.free_bits, kl_warmup=args.kl_warmup)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="components of a mog or vamp prior")
     p.add_argument("--iaf-steps", type=int, default=0, help="IAF steps on q(z|x) (0: none)")
     p.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension")
+    p.add_argument("--kl-warmup", type=int, default=0,
+                   help="steps over which the KL weight rises from 0 to 1 (540 = one epoch)")
     p.add_argument("--run", type=Path, default=Path("runs/burda"), help="the run folder")
     p.add_argument("--evaluate-only", action="store_true",
                    help="evaluate the run's model.keras without training")

@@ -43,11 +43,15 @@ def variant(settings: dict) -> dict:
         parts["iaf"] = f"IAF {settings['iaf_steps']} steps"
     if float(settings.get("free_bits", "0")) > 0:
         parts["free_bits"] = f"free bits {settings['free_bits']}"
+    if int(settings.get("kl_warmup", "0")) > 0:
+        parts["kl_warmup"] = f"KL warm-up {settings['kl_warmup']} steps"
     return parts
 
 
 def goal(parts: dict, paper_nll: float) -> tuple[str, float | None, str]:
-    """(goal text, threshold, what the threshold applies to: 'delta' or 'nll')."""
+    """(goal text, threshold, what the threshold applies to: 'delta' or 'nll').
+    A KL warm-up is a schedule, not one of issue 13's options: it does not make a combination."""
+    parts = {key: value for key, value in parts.items() if key != "kl_warmup"}
     if len(parts) > 1:
         return f"≤ {paper_nll} nats (the paper's 3,280-epoch VAE)", paper_nll, "nll"
     if "objective" in parts:
