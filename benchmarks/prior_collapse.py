@@ -60,9 +60,10 @@ def main(argv=None) -> list[dict]:
     rows = []
     print("| prior | epoch | ELBO | KL | mean posterior sd | spread of means | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    data = None  # the same images for every prior: loaded once
     for prior in args.priors:
         config, model = build(prior, args.seed, args.kl_warmup)
-        data = training.load_data(config)
+        data = data or training.load_data(config)
         train = training.make_training_data(config, data["train"])
         probe = data["train"][:args.probe_images]
         start = time.perf_counter()
