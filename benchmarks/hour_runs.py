@@ -2,7 +2,9 @@
 
 Each variant is one ``burda_nll.py --minutes 60 ... --out benchmarks/results/burda_nll_<name>.json``
 run; this script reads those files, names each run from its settings, compares it with the plain
-VAE of the same split (``--baseline``) and prints a Markdown table with the goal of each row. Where
+VAE of the same training schedule and prints a Markdown table with the goal of each row: a run
+with a KL warm-up is compared with the standard-prior VAE trained with the same warm-up where that
+run exists, every other run with the plain VAE (``--baseline``). Where
 both files hold per-image NLLs of the same test images, the difference and its standard error are
 paired over images (much tighter than two independent standard errors); otherwise the two standard
 errors are combined as if independent.
@@ -28,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+# Settings that change how a model is trained, not which model: a run is compared with the plain VAE
+# trained the same way.
+SCHEDULE = ("kl_warmup",)
 # A run's evaluation on all 10,000 test images (burda_nll.py --evaluate-only), beside its file.
 FULL_TEST_PREFIX = "burda_full_test_"
 
@@ -51,7 +56,7 @@ def variant(settings: dict) -> dict:
 def goal(parts: dict, paper_nll: float) -> tuple[str, float | None, str]:
     """(goal text, threshold, what the threshold applies to: 'delta' or 'nll').
     A KL warm-up is a schedule, not one of issue 13's options: it does not make a combination."""
-    parts = {key: value for key, value in parts.items() if key != "kl_warmup"}
+    parts = options(parts)
     if len(parts) > 1:
         return f"≤ {paper_nll} nats (the paper's 3,280-epoch VAE)", paper_nll, "nll"
     if "objective" in parts:
@@ -61,6 +66,34 @@ def goal(parts: dict, paper_nll: float) -> tuple[str, float | None, str]:
     if "iaf" in parts:
         return "≥ 0.5 nat better than the diagonal posterior", -0.5, "delta"
     return "", None, ""
+
+
+def options(parts: dict) -> dict:
+    """The parts of ``variant`` that choose the model (objective, prior, posterior, free bits)."""
+    return {key: value for key, value in parts.items() if key not in SCHEDULE}
+
+
+def schedule(parts: dict) -> tuple:
+    """The parts of ``variant`` that choose how it is trained (a hashable key)."""
+    return tuple(sorted((key, value) for key, value in parts.items() if key in SCHEDULE))
+
+
+def references(runs: dict[Path, dict], baseline: Path) -> dict[Path, Path | None]:
+    """Each run's reference: the plain VAE (no option) trained on the same schedule when that run is
+    among ``runs``, else ``baseline``; ``None`` for the baseline itself."""
+    plain = {schedule(variant(runs[baseline]["settings"])): baseline}
+    for path, run in runs.items():
+        parts = variant(run["settings"])
+        if not options(parts):
+            plain.setdefault(schedule(parts), path)
+    chosen = {}
+    for path, run in runs.items():
+        if path.resolve() == baseline.resolve():
+            chosen[path] = None
+            continue
+        same = plain.get(schedule(variant(run["settings"])))
+        chosen[path] = same if same is not None and same != path else baseline
+    return chosen
 
 
 def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -92,21 +125,27 @@ def nll_text(evaluation: dict | None) -> str:
 
 def table(files: list[Path], baseline: Path) -> str:
     base = json.loads(baseline.read_text())
+    runs = {path: json.loads(path.read_text()) for path in files}
+    runs.setdefault(baseline, base)
+    reference_of = references(runs, baseline)
     lines = [f"| run | epochs | minutes | test NLL (nats, {base['evaluation']['test_images']:,} "
-             "images) | vs the VAE | all test images | goal | met |",
+             "images) | vs the VAE of the same schedule | all test images | goal | met |",
              "|---|---:|---:|---|---|---|---|---|"]
     for path in files:
-        run = json.loads(path.read_text())
+        run = runs[path]
         parts = variant(run["settings"])
         name = ", ".join(parts.values()) or "VAE"
         training, evaluation = run.get("training") or {}, run["evaluation"]
         full = full_test_result(path)
         text, threshold, kind = goal(parts, base["paper_nll_nats"])
-        if path.resolve() == baseline.resolve():
+        reference = reference_of[path]
+        if reference is None:
             delta, met = "(baseline)", ""
         else:
-            d, se, paired = difference(run, base)
+            d, se, paired = difference(run, runs[reference])
             delta = f"{d:+.2f} ± {se:.2f}" + (" (paired)" if paired else "")
+            if reference.resolve() != baseline.resolve():
+                delta += f" vs `{reference.name}`"
             met = "" if threshold is None else judge(kind, threshold, d, full)
         epochs = training.get("epochs", "")
         minutes = training.get("train_minutes")
