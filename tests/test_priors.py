@@ -117,6 +117,37 @@ def test_monte_carlo_kl_is_unbiased_for_a_one_component_mixture():
                                                                     closed_form)
 
 
+@pytest.mark.parametrize("make_prior", [lambda: MixtureOfGaussians(1), lambda: VampPrior(1)],
+                         ids=["mog", "vamp"])
+def test_monte_carlo_kl_gradient_matches_the_closed_form_gradient(make_prior):
+    """With one component p(z) is a Gaussian, so KL(q || p) has a closed form; the gradient of
+    the VAE's Monte-Carlo KL (averaged over many z) must match its gradient for every trained
+    weight: the encoder's, and the prior's own (means and scales, or the pseudo-input that
+    goes through the same encoder)."""
+    with _no_user_warnings():
+        model = small_vae(prior=make_prior())
+    x = (np.random.default_rng(0).random((4, 4, 4, 1)) < 0.3).astype(np.float32)
+    variables = [*model.encoder.trainable_variables, *model.latent_prior.trainable_variables]
+    with tf.GradientTape() as tape:
+        q = model.posterior(x)
+        z = q.sample(50_000, seed=stateless_seed(3))  # [N, B, D]
+        monte_carlo = tf.reduce_mean(model.kl_divergence(q, z))
+    with tf.GradientTape() as closed_tape:
+        q = model.posterior(x)
+        gaussian = model.prior.components_distribution  # batch [1], event [D]
+        closed_form = tf.reduce_mean(tfd.kl_divergence(q, gaussian))
+    grads = tape.gradient(monte_carlo, variables)
+    closed_grads = closed_tape.gradient(closed_form, variables)
+    assert abs(float(monte_carlo) - float(closed_form)) < 0.02 * float(closed_form)
+    for variable, grad, want in zip(variables, grads, closed_grads):
+        if want is None:  # a one-component mixture's weight logit: p(z) does not depend on it
+            assert grad is None or np.abs(grad.numpy()).max() < 1e-6, variable.path
+            continue
+        grad, want = grad.numpy().ravel(), want.numpy().ravel()
+        error = np.linalg.norm(grad - want) / np.linalg.norm(want)
+        assert error < 0.03, (variable.path, error)
+
+
 def test_a_fixed_prior_without_closed_form_still_warns():
     prior = tfd.Independent(tfd.Logistic(loc=tf.zeros(3), scale=tf.ones(3)), 1)
     with pytest.warns(UserWarning, match="Monte-Carlo"):
