@@ -54,7 +54,8 @@ def config(args: argparse.Namespace) -> tfvae.TrainConfig:
                              seed=args.seed, minutes=args.minutes, objective=args.objective,
                              k=args.train_k, prior=args.prior,
                              prior_components=args.prior_components, iaf_steps=args.iaf_steps,
-                             free_bits=args.free_bits, kl_warmup=args.kl_warmup)
+                             free_bits=args.free_bits, kl_warmup=args.kl_warmup,
+                             final_learning_rate=args.final_learning_rate)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--free-bits", type=float, default=0.0, help="nats per latent dimension")
     p.add_argument("--kl-warmup", type=int, default=0,
                    help="steps over which the KL weight rises from 0 to 1 (540 = one epoch)")
+    p.add_argument("--final-learning-rate", type=float, default=None,
+                   help="decay Adam's step exponentially from 1e-3 to this over the --minutes "
+                        "(the paper: to 1e-4 over its epochs; default: constant 1e-3)")
     p.add_argument("--run", type=Path, default=Path("runs/burda"), help="the run folder")
     p.add_argument("--evaluate-only", action="store_true",
                    help="evaluate the run's model.keras without training")

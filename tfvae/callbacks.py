@@ -1,5 +1,5 @@
-"""Every Keras callback of tfvae: KL warm-up, the NaN guard, checkpoints, backups for
-resuming (one or several workers), TensorBoard images."""
+"""Every Keras callback of tfvae: KL warm-up, learning-rate decay, the NaN guard, checkpoints,
+backups for resuming (one or several workers), TensorBoard images."""
 
 from __future__ import annotations
 
@@ -179,12 +179,65 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
 
+    def spent(self) -> float:
+        """Minutes of training so far, earlier sessions included."""
+        return self.minutes_before + (time.perf_counter() - self._start) / 60
+
     def on_epoch_end(self, epoch, logs=None):
-        spent = self.minutes_before + (time.perf_counter() - self._start) / 60
+        spent = self.spent()
         if logs is not None:
             logs["train_minutes"] = spent
         if self.minutes is not None and spent >= self.minutes:
             self.stopped = self.model.stop_training = True
+
+
+class LearningRateDecay(keras.callbacks.Callback):
+    """Decay the optimizer's step size exponentially from ``initial`` to ``final`` over training:
+    at the start of each epoch, ``initial * (final / initial) ** progress``.
+
+    ``progress`` in [0, 1] is the fraction of training done: of ``budget.minutes`` when a
+    :class:`TimeBudget` with a limit is given (its minutes count earlier sessions), else of
+    ``epochs``. The rate is computed from the progress, not accumulated, so a resumed run
+    continues the same schedule. Logged as ``learning_rate`` at the end of each epoch.
+    Exponential, as Burda et al. (2015) decay Adam's step (by 10 over their 3,280 epochs).
+
+    Args:
+        initial, final: step sizes (> 0) at the start and at the end.
+        epochs: the last epoch (fit's ``epochs``), the horizon without a time budget.
+        budget: the run's :class:`TimeBudget`; listed before this callback in ``fit``.
+    """
+
+    def __init__(self, initial: float, final: float, epochs: int,
+                 budget: TimeBudget | None = None):
+        super().__init__()
+        for name, value in (("initial", initial), ("final", final)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"LearningRateDecay {name} must be a step size > 0, got "
+                                 f"{value!r}.")
+        if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"LearningRateDecay epochs must be an integer >= 1, got {epochs!r}.")
+        self.initial, self.final, self.epochs, self.budget = (float(initial), float(final),
+                                                              int(epochs), budget)
+
+    def progress(self, epoch: int) -> float:
+        """Fraction of training done when epoch ``epoch`` (0-based) starts."""
+        if self.budget is not None and self.budget.minutes is not None:
+            done = self.budget.spent() / self.budget.minutes
+        else:
+            done = epoch / self.epochs
+        return min(max(done, 0.0), 1.0)
+
+    def rate(self, progress: float) -> float:
+        return self.initial * (self.final / self.initial) ** progress
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The setter assigns Keras's step-size variable, read by the compiled step.
+        self.model.optimizer.learning_rate = self.rate(self.progress(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

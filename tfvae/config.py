@@ -58,6 +58,10 @@ class TrainConfig:
     epochs: int = _option(20, "passes over the training split", metavar="N", low=0, strict=True)
     batch_size: int = _option(100, "examples per step", metavar="B", low=0, strict=True)
     learning_rate: float = _option(1e-3, "Adam's step size", metavar="LR", low=0, strict=True)
+    final_learning_rate: float | None = _option(
+        None, "decay the step size exponentially from --learning-rate to this by the end of "
+        "training: of --minutes when set, else of --epochs (Burda et al. decay it by 10; "
+        "default: constant)", metavar="LR", low=0, strict=True)
     beta: float = _option(1.0, "weight of the KL term", low=0)
     kl_warmup: int = _option(0, "raise beta linearly from 0 over this many steps (0: off)",
                              metavar="STEPS", low=0)

@@ -320,6 +320,10 @@ def _fit(config: TrainConfig, run: runs.RunFolder, data: dict, resume: runs.Resu
                                         seed=config.seed,
                                         labels=None if valid_labels is None else valid_labels[:8]),
                      keras.callbacks.TensorBoard(run / runs.LOGS, write_graph=False)]
+    if config.final_learning_rate is not None:  # after the budget, whose minutes it reads
+        fit_callbacks.insert(1, cbs.LearningRateDecay(config.learning_rate,
+                                                      config.final_learning_rate,
+                                                      config.epochs, budget))
     if backup is not None:
         fit_callbacks.insert(0, backup)  # restores weights before the others see the model
     start = time.time()
