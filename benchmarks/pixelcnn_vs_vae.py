@@ -81,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--first-kernel-size", type=int, default=7)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--final-learning-rate", type=float, default=None,
+                   help="decay the step size exponentially to this over --minutes "
+                        "(default: constant)")
     p.add_argument("--checkpoint-steps", type=int, default=200,
                    help="training steps between checkpoints (one Keras epoch)")
     p.add_argument("--valid-images", type=int, default=500,
@@ -129,7 +132,10 @@ def identity(args) -> dict:
             "batch_size": args.batch_size, "learning_rate": args.learning_rate,
             "checkpoint_steps": args.checkpoint_steps, "train_limit": args.train_limit,
             "valid_images": args.valid_images, "seed": args.seed,
-            "data": "mnist train split, dynamic binarization"}
+            "data": "mnist train split, dynamic binarization",
+            # Only when set, so that runs made before the option existed still resume.
+            **({} if args.final_learning_rate is None
+               else {"final_learning_rate": args.final_learning_rate})}
 
 
 def build_pixelcnn(args) -> PixelCNN:
@@ -142,6 +148,14 @@ def build_pixelcnn(args) -> PixelCNN:
 def training_pipeline(x: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
     """Endless dynamically binarised batches (checkpoints split it into Keras epochs)."""
     return datasets.make_dataset(x, batch_size, dynamic_binarization=True, seed=seed).repeat()
+
+
+def decay(args, budget: callbacks.TimeBudget) -> list[keras.callbacks.Callback]:
+    """The step-size decay over the time budget, if ``--final-learning-rate`` asks for one."""
+    if args.final_learning_rate is None:
+        return []
+    return [callbacks.LearningRateDecay(args.learning_rate, args.final_learning_rate,
+                                        epochs=10**6, budget=budget)]
 
 
 def train_pixelcnn(args) -> tuple[PixelCNN, dict]:
@@ -173,7 +187,8 @@ def train_pixelcnn(args) -> tuple[PixelCNN, dict]:
             model.fit(training_pipeline(x_train, args.batch_size, args.seed + done),
                       steps_per_epoch=args.checkpoint_steps, epochs=10**6, initial_epoch=done,
                       validation_data=(x_valid,), validation_batch_size=250,
-                      callbacks=[budget, saver], shuffle=False, verbose=2)
+                      callbacks=[budget, *decay(args, budget), saver], shuffle=False,
+                      verbose=2)
         history = saver.history
         checkpoints_done = len(history.get("loss", [])) or done
         steps = checkpoints_done * args.checkpoint_steps
