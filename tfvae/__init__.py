@@ -18,8 +18,8 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 _MODULES = ("callbacks", "checkpoints", "config", "datasets", "flows", "importance", "latent",
-            "likelihoods", "networks", "optimizers", "pixelcnn", "plot", "priors", "runs",
-            "semi_supervised")
+            "likelihoods", "networks", "optimizers", "pixelcnn", "pixelvae", "plot", "priors",
+            "runs", "semi_supervised")
 _NAMES = {"VAE": "model", "TrainConfig": "config", "train": "training", "KLWarmup": "callbacks",
           "TrainingDiverged": "callbacks", "FusedAdam": "optimizers",
           "StandardNormal": "priors", "Bernoulli": "likelihoods",

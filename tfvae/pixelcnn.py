@@ -26,6 +26,12 @@ With ``first_kernel_size = 2 * q + 1`` and ``kernel_size = 2 * p + 1`` over
 the pixels ``(r, c)`` with ``i - 1 - R <= r <= i - 1, |c - j| <= R``, or
 ``r == i, j - R <= c < j``, where ``R = q + (L - 1) * p`` (tested).
 
+A condition (``condition_channels = C > 0``): a map ``[B, H, W, C]`` that does not
+depend on the pixels (in the PixelVAE, the VAE decoder's output for z) enters every
+layer's two stacks through 1x1 convolutions, as van den Oord et al.'s conditional
+PixelCNN adds its ``V s``; the logit of pixel ``(i, j)`` then also sees the condition at
+rows ``<= i`` (:mod:`tfvae.pixelvae`).
+
 Shapes: ``B`` images of ``image_shape = (H, W, 1)``; log-probabilities are
 in nats per image (the sum over the ``H * W`` pixels).
 """
@@ -100,6 +106,8 @@ class PixelCNN(keras.Model):
         head_units: channels of the 1x1 ReLU layer before the logits
             (default ``F``).
         seed: seed of :meth:`sample` when it is given none.
+        condition_channels: ``C``, channels of a condition map ``[B, H, W, C]``
+            that :meth:`call` then requires (0: none, a plain PixelCNN).
 
     ``fit``/``evaluate`` minimise and report ``loss`` and ``nll``: the
     negative log-likelihood -log p(x) in nats per image, averaged over the
@@ -113,7 +121,8 @@ class PixelCNN(keras.Model):
 
     def __init__(self, image_shape=(28, 28, 1), filters: int = 32, num_layers: int = 6,
                  kernel_size: int = 3, first_kernel_size: int = 7,
-                 head_units: int | None = None, seed: int | None = None, **kwargs):
+                 head_units: int | None = None, seed: int | None = None,
+                 condition_channels: int = 0, **kwargs):
         super().__init__(**kwargs)
         shape = tuple(int(d) for d in image_shape)
         if len(shape) == 2:
@@ -129,6 +138,7 @@ class PixelCNN(keras.Model):
         self.head_units = self.filters if head_units is None else check_count(head_units,
                                                                               "head_units")
         self.seed = seed
+        self.condition_channels = check_count(condition_channels, "condition_channels", low=0)
 
         f2 = 2 * self.filters
         self.vertical, self.horizontal, self.links, self.outputs_1x1 = [], [], [], []
@@ -142,6 +152,14 @@ class PixelCNN(keras.Model):
             self.horizontal.append(keras.layers.Conv2D(f2, (1, width), name=f"horizontal_{layer}"))
             self.links.append(keras.layers.Conv2D(f2, 1, name=f"link_{layer}"))
             self.outputs_1x1.append(keras.layers.Conv2D(self.filters, 1, name=f"residual_{layer}"))
+        # The condition's share of each layer's pre-activations, per stack.
+        self.condition_vertical = [keras.layers.Conv2D(f2, 1, use_bias=False,
+                                                       name=f"condition_vertical_{layer}")
+                                   for layer in range(self.num_layers if condition_channels
+                                                      else 0)]
+        self.condition_horizontal = [keras.layers.Conv2D(f2, 1, use_bias=False,
+                                                         name=f"condition_horizontal_{layer}")
+                                     for layer in range(len(self.condition_vertical))]
         self.head = keras.layers.Conv2D(self.head_units, 1, name="head")
         self.to_logits = keras.layers.Conv2D(1, 1, name="logits")
         self._build_layers()
@@ -161,16 +179,26 @@ class PixelCNN(keras.Model):
             self.horizontal[layer].build((None, None, None, channels))
             self.links[layer].build((None, None, None, 2 * self.filters))
             self.outputs_1x1[layer].build((None, None, None, self.filters))
+        for conv in (*self.condition_vertical, *self.condition_horizontal):
+            conv.build((None, None, None, self.condition_channels))
         self.head.build((None, None, None, self.filters))
         self.to_logits.build((None, None, None, self.head_units))
         self.built = True
 
     # ---------------------------------------------------------------- network
-    def call(self, x, training: bool = False):
+    def call(self, x, condition=None, training: bool = False):
         """Logits of p(x_i = 1 | x_<i) for every pixel: ``[B, h, W, 1]`` for
         ``x`` of ``[B, h, W, 1]``. Any ``h <= H`` works: the logits of row ``i``
-        depend on rows ``<= i`` only, so leaving out the rows below changes nothing."""
+        depend on rows ``<= i`` only, so leaving out the rows below changes nothing.
+        ``condition``: ``[B, h, W, C]``, required when ``condition_channels > 0``."""
         x = tf.cast(x, self.compute_dtype)
+        if (condition is None) != (self.condition_channels == 0):
+            wanted = (f"a condition map [B, H, W, {self.condition_channels}]"
+                      if self.condition_channels else "no condition map")
+            raise ValueError(f"this PixelCNN has condition_channels={self.condition_channels}; "
+                             f"expected {wanted}.")
+        if condition is not None:
+            condition = tf.cast(condition, self.compute_dtype)
         v, h = x, x
         for layer in range(self.num_layers):
             half = (self.first_kernel_size if layer == 0 else self.kernel_size) // 2
@@ -179,6 +207,9 @@ class PixelCNN(keras.Model):
                 h_pre = self.horizontal[layer](_pad(h, left=half))[:, :, :-1]
             else:           # type B: columns j - half .. j
                 h_pre = self.horizontal[layer](_pad(h, left=half))
+            if condition is not None:
+                v_pre = v_pre + self.condition_vertical[layer](condition)
+                h_pre = h_pre + self.condition_horizontal[layer](condition)
             h_pre = h_pre + self.links[layer](_shift_down(v_pre))
             v = _gate(v_pre)
             out = self.outputs_1x1[layer](_gate(h_pre))
@@ -354,23 +385,33 @@ class PixelCNN(keras.Model):
         seed = self.seed if seed is None else seed
         return tf.random.stateless_uniform([n, *self.image_shape], seed=stateless_seed(seed))
 
-    def _sample_loop(self, uniforms: tf.Tensor) -> tf.Tensor:
+    def _sample_loop(self, uniforms: tf.Tensor, condition=None) -> tf.Tensor:
         """Draw every pixel in raster order: ``H * W`` steps of one ``tf.while_loop``."""
+        return self.draw(uniforms, condition)[0]
+
+    def draw(self, uniforms: tf.Tensor, condition=None) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(x, p)``: pixels drawn in raster order, ``x_i = [u_i < p_i]`` with ``p_i =
+        p(x_i = 1 | x_<i)``, and those probabilities; both ``[B, H, W, 1]``. ``H * W``
+        steps of one ``tf.while_loop`` (wrap it in a ``tf.function``), each a forward pass
+        over the rows up to the current one. ``condition``: as for :meth:`call`."""
         height, width, _ = self.image_shape
 
-        def step(k, x):
+        def step(k, x, p):
             i, j = k // width, k % width
             # Rows below i do not change row i's logits: leave them out.
-            logit = self(x[:, :i + 1])[:, i, j, 0]
-            pixel = tf.cast(uniforms[:, i, j, 0] < tf.sigmoid(logit), x.dtype)
+            rows = None if condition is None else condition[:, :i + 1]
+            probability = tf.sigmoid(self(x[:, :i + 1], rows)[:, i, j, 0])
+            pixel = tf.cast(uniforms[:, i, j, 0] < probability, x.dtype)
             where = tf.reshape(tf.one_hot(k, height * width, dtype=x.dtype),
                                [1, height, width, 1])
-            return k + 1, x + pixel[:, None, None, None] * where
+            return (k + 1, x + pixel[:, None, None, None] * where,
+                    p + tf.cast(probability, p.dtype)[:, None, None, None] * where)
 
-        _, x = tf.while_loop(lambda k, _: k < height * width, step,
-                             [tf.constant(0), tf.zeros_like(uniforms)],
-                             parallel_iterations=1)
-        return x
+        _, x, p = tf.while_loop(lambda k, *_: k < height * width, step,
+                                [tf.constant(0), tf.zeros_like(uniforms),
+                                 tf.zeros_like(uniforms)],
+                                parallel_iterations=1)
+        return x, p
 
     def sample(self, n: int, seed: int | tf.Tensor | None = None) -> tf.Tensor:
         """Draw ``n`` images from the model: ``[n, H, W, 1]`` float32 of 0s and 1s.
@@ -394,7 +435,7 @@ class PixelCNN(keras.Model):
                 "image_shape": list(self.image_shape), "filters": self.filters,
                 "num_layers": self.num_layers, "kernel_size": self.kernel_size,
                 "first_kernel_size": self.first_kernel_size, "head_units": self.head_units,
-                "seed": self.seed}
+                "seed": self.seed, "condition_channels": self.condition_channels}
 
 
 def receptive_field(num_layers: int, kernel_size: int = 3, first_kernel_size: int = 7) -> int:
