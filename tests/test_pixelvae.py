@@ -129,3 +129,18 @@ def test_a_vae_with_it_trains_saves_and_bounds_log_p_x(tmp_path):
 def test_refuses_images_of_more_than_one_channel():
     with pytest.raises(ValueError, match=r"one binary channel, data shape \(H, W, 1\)"):
         small_vae(data_shape=(4, 4, 3), likelihood=PixelCNNBernoulli(filters=4, num_layers=1))
+
+
+def test_train_with_the_named_likelihood_writes_a_pixelvae_run(tmp_path, monkeypatch):
+    from tfvae import training
+
+    rng = np.random.default_rng(0)
+    split = {name: (rng.random((n, 4, 4, 1)) < 0.3).astype(np.float32)
+             for name, n in (("train", 64), ("valid", 16), ("test", 16))}
+    monkeypatch.setattr(training, "load_data", lambda config: dict(split))
+    config = tfvae.TrainConfig(likelihood="pixelcnn", epochs=2, batch_size=16, latent_dim=2,
+                               hidden_units=(8,), free_bits=0.1)
+    metrics = tfvae.train(config, tmp_path / "run", verbose=0)
+    loaded = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert isinstance(loaded.likelihood, PixelCNNBernoulli)
+    assert np.isfinite(metrics["test"]["elbo"]) and (tmp_path / "run" / "samples.png").exists()

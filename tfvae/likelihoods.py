@@ -10,6 +10,7 @@ family, the mean for the Normal.
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import keras
@@ -208,6 +209,8 @@ _NAMED = {
     "normal": lambda: Normal(scale="learned"),
     "normal_per_pixel": lambda: Normal(scale="learned", per_pixel=True),
     "normal_sigmoid": lambda: Normal(scale="learned", mean="sigmoid"),
+    # The PixelVAE's p(x|z), imported on use: tfvae.pixelvae imports this module.
+    "pixelcnn": lambda: importlib.import_module("tfvae.pixelvae").PixelCNNBernoulli(),
 }
 LIKELIHOOD_NAMES = (*_NAMED, "normal:<scale>", "normal_sigmoid:<scale>")
 
@@ -218,7 +221,8 @@ def get_likelihood(spec: str | Likelihood) -> Likelihood:
     Names: ``"bernoulli"``, ``"continuous_bernoulli"``, ``"normal"`` (learned
     global scale), ``"normal_per_pixel"`` (learned scale per value),
     ``"normal:0.1"`` (fixed standard deviation 0.1), and ``"normal_sigmoid"``,
-    ``"normal_sigmoid:0.1"``: the same with mean ``sigmoid(decoder output)``.
+    ``"normal_sigmoid:0.1"``: the same with mean ``sigmoid(decoder output)``;
+    ``"pixelcnn"``: :class:`tfvae.pixelvae.PixelCNNBernoulli` with its defaults.
     """
     if isinstance(spec, Likelihood):
         return spec
