@@ -144,3 +144,14 @@ def test_train_with_the_named_likelihood_writes_a_pixelvae_run(tmp_path, monkeyp
     loaded = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert isinstance(loaded.likelihood, PixelCNNBernoulli)
     assert np.isfinite(metrics["test"]["elbo"]) and (tmp_path / "run" / "samples.png").exists()
+
+
+def test_likelihood_names():
+    from tfvae.likelihoods import get_likelihood
+
+    assert get_likelihood("pixelcnn").num_layers == PixelCNNBernoulli().num_layers
+    weaker = get_likelihood(" PixelCNN:1")
+    assert isinstance(weaker, PixelCNNBernoulli) and weaker.num_layers == 1
+    for bad in ("pixelcnn:0", "pixelcnn:x", "pixelcnn:"):
+        with pytest.raises(ValueError, match="pixelcnn:<layers>"):
+            get_likelihood(bad)

@@ -203,16 +203,20 @@ class Normal(Likelihood):
         return config
 
 
+def _pixelcnn(**kwargs) -> Likelihood:
+    """The PixelVAE's p(x|z), imported on use: tfvae.pixelvae imports this module."""
+    return importlib.import_module("tfvae.pixelvae").PixelCNNBernoulli(**kwargs)
+
+
 _NAMED = {
     "bernoulli": lambda: Bernoulli(),
     "continuous_bernoulli": lambda: ContinuousBernoulli(),
     "normal": lambda: Normal(scale="learned"),
     "normal_per_pixel": lambda: Normal(scale="learned", per_pixel=True),
     "normal_sigmoid": lambda: Normal(scale="learned", mean="sigmoid"),
-    # The PixelVAE's p(x|z), imported on use: tfvae.pixelvae imports this module.
-    "pixelcnn": lambda: importlib.import_module("tfvae.pixelvae").PixelCNNBernoulli(),
+    "pixelcnn": _pixelcnn,
 }
-LIKELIHOOD_NAMES = (*_NAMED, "normal:<scale>", "normal_sigmoid:<scale>")
+LIKELIHOOD_NAMES = (*_NAMED, "normal:<scale>", "normal_sigmoid:<scale>", "pixelcnn:<layers>")
 
 
 def get_likelihood(spec: str | Likelihood) -> Likelihood:
@@ -222,7 +226,8 @@ def get_likelihood(spec: str | Likelihood) -> Likelihood:
     global scale), ``"normal_per_pixel"`` (learned scale per value),
     ``"normal:0.1"`` (fixed standard deviation 0.1), and ``"normal_sigmoid"``,
     ``"normal_sigmoid:0.1"``: the same with mean ``sigmoid(decoder output)``;
-    ``"pixelcnn"``: :class:`tfvae.pixelvae.PixelCNNBernoulli` with its defaults.
+    ``"pixelcnn"``: :class:`tfvae.pixelvae.PixelCNNBernoulli` with its defaults,
+    ``"pixelcnn:1"``: the same with 1 gated layer (a weaker decoder).
     """
     if isinstance(spec, Likelihood):
         return spec
@@ -239,6 +244,8 @@ def get_likelihood(spec: str | Likelihood) -> Likelihood:
             if scale is not None and scale > 0 and math.isfinite(scale):
                 mean = "sigmoid" if prefix == "normal_sigmoid" else "identity"
                 return Normal(scale=scale, mean=mean)
+        if prefix == "pixelcnn" and value.isdigit() and int(value) >= 1:
+            return _pixelcnn(num_layers=int(value))
     raise ValueError(
         f"Unknown likelihood {spec!r}. Expected one of {', '.join(LIKELIHOOD_NAMES)} "
         "or a tfvae.likelihoods.Likelihood instance."
