@@ -61,3 +61,16 @@ def test_without_a_warm_up_vae_the_warm_up_run_falls_back_to_the_baseline(hour_r
                           kl_warmup="100")
     vamp = row(hour_runs.table([baseline, vamp_warm], baseline), vamp_warm.name)
     assert vamp[4].startswith("-1.50 ± ") and "vs `" not in vamp[4] and vamp[7] == "yes"
+
+
+def test_the_best_run_on_all_test_images_is_judged_against_the_paper(hour_runs, tmp_path):
+    baseline = write_run(tmp_path, "baseline", [90.0, 92.0, 94.0])
+    iwae = write_run(tmp_path, "iwae", [89.0, 91.0, 93.5], objective="iwae", train_k="5")
+    vamp = write_run(tmp_path, "vamp", [88.0, 90.0, 92.0], prior="vamp", kl_warmup="100")
+    assert "not judged" in hour_runs.best_against_paper([baseline, iwae, vamp], 86.76)
+    for path, nll in ((iwae, 87.10), (vamp, 86.50)):
+        full = path.with_name(path.name.replace("burda_nll_", "burda_full_test_"))
+        full.write_text(json.dumps({"evaluation": {"nll_nats": nll, "nll_stderr": 0.2}}))
+    line = hour_runs.best_against_paper([baseline, iwae, vamp], 86.76)
+    assert f"`{vamp.name}`), 86.50 ± 0.20" in line and line.endswith("yes.")
+    assert hour_runs.best_against_paper([baseline, iwae], 86.76).endswith("**no**.")
