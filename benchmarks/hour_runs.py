@@ -149,6 +149,8 @@ def table(files: list[Path], baseline: Path) -> str:
             delta = f"{d:+.2f} ± {se:.2f}" + (" (paired)" if paired else "")
             if reference.resolve() != baseline.resolve():
                 delta += f" vs `{reference.name}`"
+            elif schedule(parts) != schedule(variant(runs[reference]["settings"])):
+                delta += " vs the plain VAE (none trained on this schedule)"
             met = "" if threshold is None else judge(kind, threshold, d, full)
         epochs = training.get("epochs", "")
         minutes = training.get("train_minutes")

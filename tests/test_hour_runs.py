@@ -61,6 +61,7 @@ def test_without_a_warm_up_vae_the_warm_up_run_falls_back_to_the_baseline(hour_r
                           kl_warmup="100")
     vamp = row(hour_runs.table([baseline, vamp_warm], baseline), vamp_warm.name)
     assert vamp[4].startswith("-1.50 ± ") and "vs `" not in vamp[4] and vamp[7] == "yes"
+    assert vamp[4].endswith("vs the plain VAE (none trained on this schedule)")
 
 
 def test_the_best_run_on_all_test_images_is_judged_against_the_paper(hour_runs, tmp_path):
