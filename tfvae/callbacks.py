@@ -4,6 +4,7 @@ backups for resuming (one or several workers), TensorBoard images."""
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import shutil
 import time
@@ -211,7 +212,7 @@ class LearningRateDecay(keras.callbacks.Callback):
                  budget: TimeBudget | None = None):
         super().__init__()
         for name, value in (("initial", initial), ("final", final)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
                 raise ValueError(f"LearningRateDecay {name} must be a step size > 0, got "
                                  f"{value!r}.")
         if not isinstance(epochs, (int, np.integer)) or epochs < 1:

@@ -153,13 +153,13 @@ class PixelCNN(keras.Model):
             self.links.append(keras.layers.Conv2D(f2, 1, name=f"link_{layer}"))
             self.outputs_1x1.append(keras.layers.Conv2D(self.filters, 1, name=f"residual_{layer}"))
         # The condition's share of each layer's pre-activations, per stack.
+        conditioned = range(self.num_layers) if self.condition_channels else ()
         self.condition_vertical = [keras.layers.Conv2D(f2, 1, use_bias=False,
                                                        name=f"condition_vertical_{layer}")
-                                   for layer in range(self.num_layers if condition_channels
-                                                      else 0)]
+                                   for layer in conditioned]
         self.condition_horizontal = [keras.layers.Conv2D(f2, 1, use_bias=False,
                                                          name=f"condition_horizontal_{layer}")
-                                     for layer in range(len(self.condition_vertical))]
+                                     for layer in conditioned]
         self.head = keras.layers.Conv2D(self.head_units, 1, name="head")
         self.to_logits = keras.layers.Conv2D(1, 1, name="logits")
         self._build_layers()
@@ -217,9 +217,10 @@ class PixelCNN(keras.Model):
         hidden = tf.nn.relu(self.head(tf.nn.relu(h)))
         return tf.cast(self.to_logits(hidden), tf.float32)
 
-    def _log_prob(self, x, training: bool = False) -> tf.Tensor:
-        """log p(x) per image, ``[B]`` nats, without input checks (compiled code)."""
-        logits = self(x, training=training)
+    def _log_prob(self, x, condition=None, training: bool = False) -> tf.Tensor:
+        """log p(x) per image, ``[B]`` nats, without input checks (compiled code);
+        ``condition`` as for :meth:`call`."""
+        logits = self(x, condition, training=training)
         return tf.reduce_sum(bernoulli_log_prob(tf.cast(x, tf.float32), logits), axis=[1, 2, 3])
 
     # --------------------------------------------------------------- training

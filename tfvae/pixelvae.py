@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfvae.likelihoods import Likelihood, bernoulli_log_prob
+from tfvae.likelihoods import Likelihood
 from tfvae.pixelcnn import PixelCNN
 from tfvae.validation import check_count
 
@@ -103,9 +103,7 @@ class AutoregressiveBernoulli:
         """log p(x|z) in nats, batch shape; ``x`` ``[..., H, W, 1]`` broadcasts against the
         condition (e.g. ``[B, ...]`` against ``K`` samples of z per image, ``[K, B, ...]``)."""
         x = tf.broadcast_to(tf.cast(x, tf.float32), tf.shape(self.condition))
-        flat_x = self._flat(x)
-        logits = self.likelihood.network(flat_x, self._flat(self.condition))
-        per_image = tf.reduce_sum(bernoulli_log_prob(flat_x, logits), axis=[1, 2, 3])
+        per_image = self.likelihood.network._log_prob(self._flat(x), self._flat(self.condition))
         return self._unflat(per_image, event=False)
 
     def _draw(self, uniforms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
