@@ -12,7 +12,8 @@ errors are combined as if independent.
 The paper's 86.76 is over all 10,000 test images, and the 2,000-image subset is not a fair sample of
 its difficulty for every model, so a goal stated against the paper is judged on a full-test-set
 evaluation of the same model: ``burda_nll.py --evaluate-only --run <run> --k 5000 --out
-benchmarks/results/burda_full_test_<name>.json`` beside ``burda_nll_<name>.json`` (its own column).
+benchmarks/results/burda_full_test_<name>.json`` beside ``burda_nll_<name>.json`` (its own column,
+with the difference from the run's reference where that has one too, paired over all test images).
 
 Usage::
 
@@ -132,7 +133,8 @@ def table(files: list[Path], baseline: Path) -> str:
     runs.setdefault(baseline, base)
     reference_of = references(runs, baseline)
     lines = [f"| run | epochs | minutes | test NLL (nats, {base['evaluation']['test_images']:,} "
-             "images) | vs the VAE of the same schedule | all test images | goal | met |",
+             "images) | vs the VAE of the same schedule | all test images (vs the same VAE) | goal "
+             "| met |",
              "|---|---:|---:|---|---|---|---|---|"]
     for path in files:
         run = runs[path]
@@ -150,13 +152,21 @@ def table(files: list[Path], baseline: Path) -> str:
             if reference.resolve() != baseline.resolve():
                 delta += f" vs `{reference.name}`"
             elif schedule(parts) != schedule(variant(runs[reference]["settings"])):
-                delta += " vs the plain VAE (none trained on this schedule)"
+                # The plain VAE of a schedule is that schedule's reference; it shows what the
+                # schedule alone gains.
+                delta += (" vs the VAE without this schedule" if not options(parts)
+                          else " vs the plain VAE (none trained on this schedule)")
             met = "" if threshold is None else judge(kind, threshold, d, full)
         epochs = training.get("epochs", "")
         minutes = training.get("train_minutes")
+        full_text = nll_text(full)
+        reference_full = None if reference is None else full_test_result(reference)
+        if full is not None and reference_full is not None:
+            d, se, paired = difference({"evaluation": full}, {"evaluation": reference_full})
+            full_text += f" ({d:+.2f} ± {se:.2f}" + (", paired)" if paired else ")")
         lines.append(f"| {name} (`{path.name}`) | {epochs} | "
                      f"{'' if minutes is None else f'{minutes:.0f}'} | {nll_text(evaluation)} | "
-                     f"{delta} | {nll_text(full)} | {text} | {met} |")
+                     f"{delta} | {full_text} | {text} | {met} |")
     return "\n".join(lines)
 
 

@@ -51,6 +51,7 @@ def test_a_warm_up_run_is_compared_with_the_standard_prior_of_the_same_warm_up(h
     assert vamp[6] == "≥ 1 nat better than the standard prior" and vamp[7] == "**no**"
     # The warm-up VAE itself and every run without a warm-up are compared with the baseline.
     assert row(text, warm.name)[4].startswith("-2.00 ± ") and "vs `" not in row(text, warm.name)[4]
+    assert row(text, warm.name)[4].endswith("vs the VAE without this schedule")
     assert row(text, iwae.name)[4].startswith("-0.83 ± ") and row(text, iwae.name)[7] == "yes"
     assert row(text, baseline.name)[4] == "(baseline)"
 
@@ -75,3 +76,19 @@ def test_the_best_run_on_all_test_images_is_judged_against_the_paper(hour_runs, 
     line = hour_runs.best_against_paper([baseline, iwae, vamp], 86.76)
     assert f"`{vamp.name}`), 86.50 ± 0.20" in line and line.endswith("yes.")
     assert hour_runs.best_against_paper([baseline, iwae], 86.76).endswith("**no**.")
+
+
+def test_full_test_evaluations_of_a_run_and_its_reference_are_compared_paired(hour_runs, tmp_path):
+    baseline = write_run(tmp_path, "baseline", [90.0, 92.0, 94.0])
+    warm = write_run(tmp_path, "warm", [88.0, 90.0, 92.0], kl_warmup="100")
+    vamp_warm = write_run(tmp_path, "vamp_warm", [87.5, 89.0, 91.5], prior="vamp",
+                          kl_warmup="100")
+    full_test = {warm: [89.0, 91.0, 93.0, 95.0], vamp_warm: [88.0, 89.0, 92.0, 94.0]}
+    for path, per_image in full_test.items():
+        full = path.with_name(path.name.replace("burda_nll_", "burda_full_test_"))
+        full.write_text(json.dumps({"evaluation": {
+            "nll_nats": sum(per_image) / 4, "nll_stderr": 0.5, "nll_per_image_nats": per_image}}))
+    text = hour_runs.table([baseline, warm, vamp_warm], baseline)
+    # (-1, -2, -1, -1): mean -1.25, standard error 0.25; the baseline has no full-test file.
+    assert row(text, vamp_warm.name)[5] == "90.75 ± 0.50 (-1.25 ± 0.25, paired)"
+    assert row(text, warm.name)[5] == "92.00 ± 0.50"
