@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import random_binary
 
 import tfvae
 from tfvae.model import DEFAULT_STEPS_PER_EXECUTION
@@ -21,7 +22,7 @@ LATENT = 3
 
 
 def _data(n=32):
-    return (np.random.default_rng(0).random((n, *DATA_SHAPE)) < 0.4).astype(np.float32)
+    return random_binary(n, DATA_SHAPE)
 
 
 def _vae(beta=1.0, **kwargs) -> tfvae.VAE:

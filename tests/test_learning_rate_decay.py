@@ -8,6 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from helpers import random_binary
 
 import tfvae
 from tfvae import training
@@ -18,7 +19,7 @@ INITIAL, FINAL, EPOCHS = 0.05, 0.0005, 4
 
 
 def _data(n=32):
-    return (np.random.default_rng(0).random((n, *DATA_SHAPE)) < 0.4).astype(np.float32)
+    return random_binary(n, DATA_SHAPE)
 
 
 def _fit(callback, epochs=EPOCHS, initial_epoch=0, model=None):
