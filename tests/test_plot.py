@@ -111,3 +111,21 @@ def test_manifold_and_interpolation_strip_show_decodes():
     np.testing.assert_allclose(fig.axes[0].images[0].get_array(), expected)
     strip = plot.interpolation_strip(decoded[0])
     assert strip.axes[0].images[0].get_array().shape == (4, 3 * 4 + 2)
+
+
+def test_kl_per_dimension_draws_each_model_sorted():
+    kl = {"plain": [0.0, 2.0, 0.5], "free bits": [0.6, 0.7, 0.9]}
+    fig = plot.kl_per_dimension(kl, threshold=0.1)
+    plain_ax, free_ax = fig.axes
+    heights = [bar.get_height() for bar in plain_ax.patches]
+    np.testing.assert_allclose(heights, [2.0, 0.5, 0.0])  # largest first
+    np.testing.assert_allclose([bar.get_height() for bar in free_ax.patches], [0.9, 0.7, 0.6])
+    assert plain_ax.get_title() == "plain" and free_ax.get_title() == "free bits"
+    np.testing.assert_allclose(plain_ax.lines[0].get_ydata(), [0.1, 0.1])
+    assert len(plot.kl_per_dimension(kl, threshold=None).axes[0].lines) == 0
+    with pytest.raises(ValueError, match=r"expected \[D\]"):
+        plot.kl_per_dimension({"bad": np.zeros((2, 3))})
+    with pytest.raises(ValueError, match="NaN"):
+        plot.kl_per_dimension({"bad": [0.1, np.nan]})
+    with pytest.raises(ValueError, match="empty"):
+        plot.kl_per_dimension({})

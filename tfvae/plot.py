@@ -1,4 +1,4 @@
-"""Figures for VAEs: image grids, manifolds, latent scatter plots, curves.
+"""Figures for VAEs: image grids, manifolds, latent scatter plots, curves, KL per dimension.
 
 Every function returns a ``matplotlib.figure.Figure`` built without
 ``pyplot`` (no global state, nothing shown): in Jupyter, leave the figure as
@@ -180,6 +180,42 @@ def training_curves(history: Mapping[str, Sequence[float]] | object,
         ax.set_ylabel(f"{name} (nats)")
         ax.set_title(name)
         ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def kl_per_dimension(kl: Mapping[str, Sequence[float]], threshold: float | None = 0.1,
+                     title: str | None = None) -> Figure:
+    """One bar panel per model: the KL of each latent dimension, largest first.
+
+    Args:
+        kl: model name -> KL(q(z_d|x) || p(z_d)) per latent dimension ``[D]`` in nats,
+            averaged over images (e.g. ``objectives.per_dimension_kl(q, prior).numpy().mean(0)``).
+        threshold: a dashed line at this KL (nats); a dimension below it counts as
+            unused (collapsed). ``None`` draws no line.
+    Panels share the y axis, so the models' rates compare at a glance.
+    """
+    if not kl:
+        raise ValueError("kl is empty; expected {model name: KL per dimension [D]}.")
+    values = {}
+    for name, per_dim in kl.items():
+        array = np.asarray(per_dim, dtype=np.float64)
+        if array.ndim != 1 or array.size == 0:
+            raise ValueError(f"kl[{name!r}] has shape {array.shape}; expected [D] with D >= 1 "
+                             "(one KL per latent dimension).")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"kl[{name!r}] has NaN or infinite values.")
+        values[name] = np.sort(array)[::-1]
+    fig = Figure(figsize=(min(3.4 * len(values), 12.0), 2.8), dpi=80, layout="constrained")
+    axes = fig.subplots(1, len(values), sharey=True, squeeze=False)[0]
+    for ax, (name, sorted_kl) in zip(axes, values.items()):
+        ax.bar(np.arange(1, len(sorted_kl) + 1), sorted_kl)
+        if threshold is not None:
+            ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"{threshold:g} nats")
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel("latent dimension (sorted)")
+    axes[0].set_ylabel("KL per dimension (nats)")
     if title:
         fig.suptitle(title)
     return fig
