@@ -154,6 +154,71 @@ def test_a_fixed_prior_without_closed_form_still_warns():
         small_vae(prior=prior)
 
 
+# ------------------------------------------------- the matrix-product mixture density
+def _diagonal_mixture_parameters(num_components=7, latent_dim=5, seed=3):
+    """Unequal weights; locations far apart and scales from 0.02 to 3, where the expanded
+    square (z - mu)^2 / sigma^2 loses the most to float32 rounding."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=num_components)
+    loc = rng.normal(2.0, 3.0, size=(num_components, latent_dim))
+    scale = np.exp(rng.uniform(np.log(0.02), np.log(3.0), size=(num_components, latent_dim)))
+    return logits, loc, scale
+
+
+def _mixtures(logits, loc, scale):
+    logits, loc, scale = (tf.constant(v, tf.float32) for v in (logits, loc, scale))
+    args = (tfd.Categorical(logits=logits), tfd.MultivariateNormalDiag(loc, scale))
+    return priors.DiagonalGaussianMixture(*args), tfd.MixtureSameFamily(*args)
+
+
+def test_diagonal_gaussian_mixture_log_prob_matches_numpy_and_tfp():
+    logits, loc, scale = _diagonal_mixture_parameters()
+    fast, reference = _mixtures(logits, loc, scale)
+    rng = np.random.default_rng(4)
+    # points near the components (where the density matters) and far from all of them; [S, B, D]
+    near = loc[rng.integers(0, len(loc), size=(6, 10))] + scale[0] * rng.normal(size=(6, 10, 5))
+    far = rng.normal(0.0, 10.0, size=(6, 10, 5))
+    for z in (near, far):
+        want = _numpy_mixture_log_prob(z.reshape(-1, 5), logits - logsumexp(logits), loc,
+                                       scale).reshape(6, 10)
+        got = fast.log_prob(z.astype(np.float32)).numpy()
+        assert got.shape == (6, 10)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-3)
+        np.testing.assert_allclose(got, reference.log_prob(z.astype(np.float32)).numpy(),
+                                   rtol=2e-6, atol=2e-3)
+
+
+def test_diagonal_gaussian_mixture_gradients_match_tfp():
+    logits, loc, scale = _diagonal_mixture_parameters(num_components=4, latent_dim=3)
+    z = np.random.default_rng(5).normal(2.0, 2.0, size=(20, 3)).astype(np.float32)
+    variables = [tf.Variable(v.astype(np.float32)) for v in (logits, loc, scale, z)]
+    gradients = []
+    for mixture in (priors.DiagonalGaussianMixture, tfd.MixtureSameFamily):
+        with tf.GradientTape() as tape:
+            logit_v, loc_v, scale_v, z_v = variables
+            dist = mixture(tfd.Categorical(logits=logit_v),
+                           tfd.MultivariateNormalDiag(loc_v, scale_v))
+            total = tf.reduce_sum(dist.log_prob(z_v))
+        gradients.append([g.numpy() for g in tape.gradient(total, variables)])
+    for fast, reference in zip(*gradients):
+        np.testing.assert_allclose(fast, reference, rtol=1e-3, atol=1e-3)
+
+
+def test_gaussian_mixture_takes_the_fast_form_for_diagonal_gaussians_only():
+    logits = tf.zeros([2])
+    diagonal = tfd.MultivariateNormalDiag(tf.zeros([2, 3]), tf.ones([2, 3]))
+    assert isinstance(priors.gaussian_mixture(logits, diagonal), priors.DiagonalGaussianMixture)
+    other = tfd.Independent(tfd.Normal(tf.zeros([2, 3]), tf.ones([2, 3])), 1)
+    mixture = priors.gaussian_mixture(logits, other)
+    assert not isinstance(mixture, priors.DiagonalGaussianMixture)
+    fast = priors.gaussian_mixture(logits, diagonal)
+    np.testing.assert_allclose(mixture.log_prob(tf.zeros([3])).numpy(),
+                               fast.log_prob(tf.zeros([3])).numpy(), rtol=1e-6)
+    with pytest.raises(TypeError, match="MultivariateNormalDiag"):
+        priors.DiagonalGaussianMixture(tfd.Categorical(logits=logits), other)
+    assert isinstance(_random_mog().distribution(), priors.DiagonalGaussianMixture)
+
+
 # ------------------------------------------------------------------- VampPrior
 def test_vamp_log_prob_is_the_average_of_the_encoders_gaussians_at_the_pseudo_inputs():
     with _no_user_warnings():
@@ -309,7 +374,7 @@ def test_cli_refuses_zero_components(capsys):
 
 
 def test_log_likelihood_chunks_count_a_mixture_priors_log_densities():
-    """A mixture's [K, D] log-densities per sample bound the chunk when they outgrow the decoder's
+    """A mixture's [K] log-densities per sample bound the chunk when they outgrow the decoder's
     outputs, so that memory stays at most importance.MAX_DECODED_VALUES floats per tensor."""
     from tfvae import importance
 
@@ -317,9 +382,9 @@ def test_log_likelihood_chunks_count_a_mixture_priors_log_densities():
     data_size = int(np.prod(small.data_shape))
     assert importance.default_samples_per_chunk(small, 10) == importance.MAX_DECODED_VALUES // (
         10 * data_size)
-    components = 4 * data_size  # K * D far above the data size
+    components = 4 * data_size  # K far above the data size: its [K] log-densities bound the chunk
     large = small_vae(prior=get_prior("mog", components))
-    per_sample = 10 * components * large.latent_dim
+    per_sample = 10 * components
     assert importance.default_samples_per_chunk(large, 10) == max(
         1, importance.MAX_DECODED_VALUES // per_sample)
     assert importance.default_samples_per_chunk(large, 10) < importance.default_samples_per_chunk(
