@@ -41,6 +41,7 @@ from unittest import mock
 import keras
 import numpy as np
 import tensorflow as tf
+from hour_runs import paired_difference  # this folder is on sys.path when run as a script
 
 import tfvae
 from tfvae import importance
@@ -50,11 +51,12 @@ PIXELS = math.prod(SHAPE)
 BEFORE_CHUNK_VALUES = 2**24
 
 
-def burda_model() -> tfvae.VAE:
+def burda_model(prior="standard_normal") -> tfvae.VAE:
+    """The Burda et al. MLP VAE with weights from seed 0 (every call: the same weights)."""
     keras.utils.set_random_seed(0)
     encoder = tfvae.networks.mlp_encoder(SHAPE, LATENT, HIDDEN, activation="tanh")
     decoder = tfvae.networks.mlp_decoder(SHAPE, LATENT, HIDDEN, activation="tanh")
-    return tfvae.VAE(encoder, decoder, LATENT)
+    return tfvae.VAE(encoder, decoder, LATENT, prior=prior)
 
 
 def test_images(n: int) -> tuple[np.ndarray, str]:
@@ -91,6 +93,26 @@ def timed(run) -> tuple:
     wall, cpu = time.perf_counter(), time.process_time()
     values = run()
     return values, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_rounds(rows: dict, rounds: int, each_round=lambda: None) -> tuple[dict, dict, dict]:
+    """Run every row once untimed (which compiles it), then ``rounds`` rounds that time
+    each row in turn (``each_round()`` first in each): wall seconds per row [rounds],
+    CPU seconds per row [rounds], each row's values from its last run."""
+    for run in rows.values():
+        run()
+    wall = {name: [] for name in rows}
+    cpu = {name: [] for name in rows}
+    values = {}
+    for r in range(rounds):
+        each_round()
+        for name, run in rows.items():
+            values[name], seconds, cpu_seconds = timed(run)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+            print(f"round {r + 1}: {name}: {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU",
+                  flush=True)
+    return wall, cpu, values
 
 
 def matmul_rate(repeats: int = 5) -> tuple[float, float]:
@@ -138,21 +160,14 @@ def main(argv=None) -> None:
     x, data = test_images(args.images)
     work = flops(burda_model(), len(x), args.k)
     rows = runners(x, args.k, args.chunks)
-    for run in rows.values():  # one untimed pass compiles every variant
-        run()
-    wall = {name: [] for name in rows}
-    cpu = {name: [] for name in rows}
-    floor_wall, floor_cpu, values = [], [], {}
-    for r in range(args.rounds):
+    floor_wall, floor_cpu = [], []
+
+    def measure_floor():
         rate, rate_cpu = matmul_rate()
         floor_wall.append(work / rate)
         floor_cpu.append(work / rate_cpu)
-        for name, run in rows.items():
-            values[name], seconds, cpu_seconds = timed(run)
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
-            print(f"round {r + 1}: {name}: {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU",
-                  flush=True)
+
+    wall, cpu, values = time_rounds(rows, args.rounds, measure_floor)
 
     fw, fc = statistics.median(floor_wall), statistics.median(floor_cpu)
     print(f"\n{len(x)} images ({data}), K = {args.k}: {work / 1e9:.1f} GFLOP; floor "
@@ -165,12 +180,11 @@ def main(argv=None) -> None:
     for name in rows:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         mean = float(values[name].mean())
-        diff = values[name] - values["default"]
-        se = float(diff.std(ddof=1) / math.sqrt(len(x)))
+        diff, se = paired_difference(values[name], values["default"])
         table[name] = {"wall_s": w, "cpu_s": c, "x_floor": w / fw, "x_cpu_floor": c / fc,
                        "test_set_min": w * 10_000 / len(x) / 60, "mean_log_px": mean}
         print(f"| {name} | {w:.2f} | {w / fw:.2f} | {c:.2f} | {c / fc:.2f} "
-              f"| {w * 10_000 / len(x) / 60:.1f} | {mean:.2f} | {diff.mean():+.3f} ± {se:.3f} |")
+              f"| {w * 10_000 / len(x) / 60:.1f} | {mean:.2f} | {diff:+.3f} ± {se:.3f} |")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({

@@ -29,45 +29,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import time
 from pathlib import Path
 from unittest import mock
 
-import keras
 import numpy as np
 import tensorflow_probability as tfp
+from hour_runs import paired_difference  # this folder is on sys.path when run as a script
+from log_likelihood_speed import burda_model, test_images, time_rounds
 
-import tfvae
 from tfvae import priors
-
-SHAPE, LATENT, HIDDEN = (28, 28, 1), 50, (200, 200)
-
-
-def burda_model(prior) -> tfvae.VAE:
-    keras.utils.set_random_seed(0)
-    encoder = tfvae.networks.mlp_encoder(SHAPE, LATENT, HIDDEN, activation="tanh")
-    decoder = tfvae.networks.mlp_decoder(SHAPE, LATENT, HIDDEN, activation="tanh")
-    return tfvae.VAE(encoder, decoder, LATENT, prior=prior)
-
-
-def test_images(n: int) -> tuple[np.ndarray, str]:
-    try:
-        x, _ = tfvae.datasets.load("mnist", "test")
-        return (x[:n] > 0.5).astype(np.float32), f"the first {n} MNIST test images, thresholded"
-    except Exception as error:  # no dataset here: the timing does not depend on the pixels
-        print(f"(MNIST not available: {error}; timing on random binary images)")
-        rng = np.random.default_rng(0)
-        return (rng.random((n, *SHAPE)) < 0.13).astype(np.float32), f"{n} random binary images"
-
-
-def timed(run) -> tuple:
-    """``run()``'s result, wall seconds, process CPU seconds."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    values = run()
-    return values, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def runners(x: np.ndarray, k: int, components: int) -> dict:
@@ -104,19 +77,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     x, data = test_images(args.images)
-    rows = runners(x, args.k, args.components)
-    for run in rows.values():  # one untimed pass compiles every variant
-        run()
-    wall = {name: [] for name in rows}
-    cpu = {name: [] for name in rows}
-    values = {}
-    for r in range(args.rounds):
-        for name, run in rows.items():
-            values[name], seconds, cpu_seconds = timed(run)
-            wall[name].append(seconds)
-            cpu[name].append(cpu_seconds)
-            print(f"round {r + 1}: {name}: {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU",
-                  flush=True)
+    wall, cpu, values = time_rounds(runners(x, args.k, args.components), args.rounds)
 
     today = "DiagonalGaussianMixture"
     print(f"\n{len(x)} images ({data}), k = {args.k}, VampPrior with {args.components} "
@@ -125,18 +86,17 @@ def main(argv=None) -> None:
           "| mean log p(x) (nats) | minus today's (paired, ± s.e.) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     table = {}
-    for name in rows:
+    for name in wall:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         ratio = w / statistics.median(wall[today])
         minutes = w * 10_000 / len(x) / 60
         mean = float(values[name].mean())
-        diff = values[name] - values[today]
-        se = float(diff.std(ddof=1) / math.sqrt(len(x)))
+        diff, se = paired_difference(values[name], values[today])
         table[name] = {"wall_s": w, "cpu_s": c, "x_today": ratio, "test_set_min": minutes,
-                       "mean_log_px": mean, "minus_today": float(diff.mean()),
+                       "mean_log_px": mean, "minus_today": diff,
                        "minus_today_se": se}
         print(f"| {name} | {w:.2f} | {c:.2f} | {ratio:.2f} | {minutes:.1f} | {mean:.2f} "
-              f"| {diff.mean():+.3f} ± {se:.3f} |")
+              f"| {diff:+.3f} ± {se:.3f} |")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
