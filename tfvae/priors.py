@@ -117,8 +117,8 @@ def _inverse_softplus(y: float) -> float:
 
 
 class DiagonalGaussianMixture(tfd.MixtureSameFamily):
-    """A mixture of diagonal Gaussians (``MultivariateNormalDiag`` components, batch
-    shape ``[K]``, event ``[D]``) whose log-density takes two matrix products.
+    """A mixture of diagonal Gaussians (components with batch shape ``[K]`` and event
+    ``[D]``, e.g. ``MultivariateNormalDiag``) whose log-density takes two matrix products.
 
     TFP's ``MixtureSameFamily`` evaluates every component at every point, a
     ``[..., K, D]`` tensor; expanding ``(z - mu_k)^2 / sigma_k^2`` gives the same
@@ -126,14 +126,10 @@ class DiagonalGaussianMixture(tfd.MixtureSameFamily):
     sigma^2)^T`` without it (the VampPrior's log-likelihood: 5,000 draws times 500
     components per image). Both are shifted by the components' mean location
     first, which keeps the float32 rounding of the expanded square small.
-    Sampling, mean and the rest are ``MixtureSameFamily``'s.
+    Sampling, mean and the rest are ``MixtureSameFamily``'s, and so is ``__init__``
+    (TFP rebuilds a distribution from its constructor's parameters). The components
+    need ``mean()`` and ``stddev()`` of shape ``[K, D]``: any diagonal Gaussian.
     """
-
-    def __init__(self, mixture_distribution, components_distribution, **kwargs):
-        if not isinstance(components_distribution, tfd.MultivariateNormalDiag):
-            raise TypeError(f"DiagonalGaussianMixture needs MultivariateNormalDiag components; "
-                            f"got {type(components_distribution).__name__}.")
-        super().__init__(mixture_distribution, components_distribution, **kwargs)
 
     def _per_mixture_component_log_prob(self, x):
         components = self.components_distribution
