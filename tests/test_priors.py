@@ -391,3 +391,6 @@ def test_log_likelihood_chunks_count_a_mixture_priors_log_densities():
         1, importance.MAX_DECODED_VALUES // per_sample)
     assert importance.default_samples_per_chunk(large, 10) < importance.default_samples_per_chunk(
         small, 10)
+    # per point: the [K] component densities, or the point's own [D] values where D > K
+    assert small.latent_prior.log_prob_values() == max(2, small.latent_dim)
+    assert large.latent_prior.log_prob_values() == components

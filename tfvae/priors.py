@@ -70,8 +70,8 @@ class Prior(keras.layers.Layer):
 
     def log_prob_values(self) -> int:
         """Floats that ``log_prob`` holds per point z (``D``; a mixture of diagonal
-        Gaussians ``K``, see :class:`DiagonalGaussianMixture`): what bounds the memory
-        of evaluating it over many samples at once."""
+        Gaussians the larger of ``K`` and ``D``, see :class:`DiagonalGaussianMixture`):
+        what bounds the memory of evaluating it over many samples at once."""
         return self.latent_dim
 
     def call(self, n):
@@ -202,7 +202,7 @@ class MixtureOfGaussians(Prior):
         return gaussian_mixture(tf.convert_to_tensor(self.logits), components)
 
     def log_prob_values(self) -> int:
-        return self.num_components
+        return max(self.num_components, self.latent_dim)  # [K] densities of a [D] point
 
     def get_config(self):
         config = super().get_config()
@@ -300,7 +300,7 @@ class VampPrior(Prior):
 
     def log_prob_values(self) -> int:
         if self._bound_model().flow is None:
-            return self.num_components  # a DiagonalGaussianMixture
+            return max(self.num_components, self.latent_dim)  # a DiagonalGaussianMixture
         return self.num_components * self.latent_dim  # MixtureSameFamily of flows
 
     def initialize_from(self, x, seed: int = 0) -> None:
