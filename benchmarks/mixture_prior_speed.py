@@ -22,7 +22,7 @@ other and NumPy on the same points).
 
 Usage::
 
-    python benchmarks/mixture_prior_speed.py --rounds 3          # ~5 minutes on 2 CPU cores
+    python benchmarks/mixture_prior_speed.py --rounds 3          # ~3.5 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
