@@ -59,6 +59,14 @@ PAPER_PIXELCNN_NLL = 81.30  # van den Oord et al. 2016a (PixelRNN paper), Table 
 GOAL_PIXELCNN_NLL = 84.0
 
 
+def _dilations(text: str) -> list[int]:
+    try:
+        return [int(d) for d in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. "
+                                         f"1,2,4,8, got {text!r}") from None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=60.0,
@@ -79,6 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=6, help="gated layers of the PixelCNN")
     p.add_argument("--kernel-size", type=int, default=3)
     p.add_argument("--first-kernel-size", type=int, default=7)
+    p.add_argument("--vertical-dilations", type=_dilations, default=None,
+                   help="row dilations of the vertical stack, one per layer, e.g. 1,2,4,8,1,2 "
+                        "(default: all 1)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--final-learning-rate", type=float, default=None,
@@ -123,7 +134,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ------------------------------------------------------------------ PixelCNN
 def architecture(args) -> dict:
     return {"image_shape": [28, 28, 1], "filters": args.filters, "num_layers": args.layers,
-            "kernel_size": args.kernel_size, "first_kernel_size": args.first_kernel_size}
+            "kernel_size": args.kernel_size, "first_kernel_size": args.first_kernel_size,
+            # Only when set, so that runs made before the option existed still resume.
+            **({} if args.vertical_dilations is None
+               else {"vertical_dilations": args.vertical_dilations})}
 
 
 def identity(args) -> dict:

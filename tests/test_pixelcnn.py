@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfvae.datasets import make_dataset
 from tfvae.optimizers import FusedAdam
-from tfvae.pixelcnn import PixelCNN, receptive_field
+from tfvae.pixelcnn import PixelCNN, receptive_field, rows_reached
 
 
 def small_pixelcnn(image_shape=(8, 8, 1), init_seed=0, **kwargs) -> PixelCNN:
@@ -23,29 +23,31 @@ def binary(shape, p=0.4, seed=0) -> np.ndarray:
     return (np.random.default_rng(seed).random(shape) < p).astype(np.float32)
 
 
-def expected_dependencies(height: int, width: int, reach: int) -> np.ndarray:
+def expected_dependencies(height: int, width: int, reach: int, rows_up: int) -> np.ndarray:
     """``[H*W, H*W]`` booleans: may logit i depend on pixel j? From the geometry
-    alone: the ``reach`` rows above i (columns within ``reach``), and the
+    alone: the ``rows_up`` rows above i (columns within ``reach``), and the
     ``reach`` pixels left of i in its row."""
     rows, cols = np.divmod(np.arange(height * width), width)
     r_i, c_i = rows[:, None], cols[:, None]
     r_j, c_j = rows[None, :], cols[None, :]
-    above = (r_j <= r_i - 1) & (r_j >= r_i - 1 - reach) & (np.abs(c_j - c_i) <= reach)
+    above = (r_j <= r_i - 1) & (r_j >= r_i - 1 - rows_up) & (np.abs(c_j - c_i) <= reach)
     left = (r_j == r_i) & (c_j < c_i) & (c_j >= c_i - reach)
     return above | left
 
 
-@pytest.mark.parametrize("image_shape, layers, kernel, first", [
-    ((8, 8), 2, 3, 3),    # reach 2: a small window, checked exactly
-    ((6, 9), 3, 3, 5),    # reach 4, not square: rows and columns cannot be swapped
-    ((8, 8), 4, 5, 7),    # reach 9 > image: every earlier pixel, no blind spot
+@pytest.mark.parametrize("image_shape, layers, kernel, first, dilations", [
+    ((8, 8), 2, 3, 3, None),    # reach 2: a small window, checked exactly
+    ((6, 9), 3, 3, 5, None),    # reach 4, not square: rows and columns cannot be swapped
+    ((8, 8), 4, 5, 7, None),    # reach 9 > image: every earlier pixel, no blind spot
+    ((12, 9), 3, 3, 3, (1, 2, 3)),  # rows up 1 + 2 + 3 = 6, columns 3: dilated, no gaps
+    ((16, 7), 4, 3, 3, (1, 2, 4, 8)),  # rows up 15 >= 16 - 1: all rows above, columns 3
 ])
 def test_logits_depend_on_exactly_the_earlier_pixels_in_reach(image_shape, layers, kernel,
-                                                              first):
+                                                              first, dilations):
     # Wide layers: every ReLU/gate path is alive somewhere, so no true
     # dependency has an exactly zero gradient by chance.
     model = small_pixelcnn(image_shape, filters=32, num_layers=layers, kernel_size=kernel,
-                           first_kernel_size=first)
+                           first_kernel_size=first, vertical_dilations=dilations)
     rng = np.random.default_rng(1)
     for layer in model.layers:  # non-zero biases: with zero ones an all-zero input row
         layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape))  # sits on ReLU's kink at 0
@@ -58,7 +60,8 @@ def test_logits_depend_on_exactly_the_earlier_pixels_in_reach(image_shape, layer
     found = jacobian != 0
 
     reach = receptive_field(layers, kernel, first)
-    expected = expected_dependencies(height, width, reach)
+    rows_up = rows_reached(layers, kernel, first, dilations)
+    expected = expected_dependencies(height, width, reach, rows_up)
     raster_earlier = np.tril(np.ones((height * width,) * 2, bool), k=-1)
     assert not (found & ~raster_earlier).any(), "a logit depends on its own or a later pixel"
     np.testing.assert_array_equal(found, expected)
@@ -99,8 +102,11 @@ def reference_sample(model: PixelCNN, uniforms: np.ndarray) -> np.ndarray:
     return x
 
 
-def test_sample_is_the_autoregressive_draw_and_reproducible():
-    model = small_pixelcnn((5, 6, 1), init_seed=3)
+@pytest.mark.parametrize("dilations", [None, (1, 2)])
+def test_sample_is_the_autoregressive_draw_and_reproducible(dilations):
+    # The sampler feeds only the rows up to the current one: with dilated
+    # vertical kernels too, that must give the full image's logits.
+    model = small_pixelcnn((5, 6, 1), init_seed=3, vertical_dilations=dilations)
     kernel = model.to_logits.kernel
     kernel.assign(kernel * 4.0)  # logits far from 0: each pixel depends strongly on earlier ones
     images = model.sample(4, seed=7).numpy()
@@ -135,7 +141,7 @@ def test_training_on_patterns_lowers_the_nll():
 
 
 def test_save_and_load_keep_log_prob_and_optimizer(tmp_path):
-    model = small_pixelcnn(kernel_size=5, head_units=12, seed=4)
+    model = small_pixelcnn(kernel_size=5, head_units=12, seed=4, vertical_dilations=(1, 2))
     model.compile()
     x = binary((32, 8, 8, 1), seed=5)
     model.fit(x, batch_size=16, epochs=1, verbose=0)
@@ -199,3 +205,13 @@ def test_constructor_checks_and_config_round_trip():
     clone = PixelCNN.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
     assert clone.count_params() == model.count_params()
+    dilated = small_pixelcnn(num_layers=3, vertical_dilations=(1, 2, 2))
+    assert PixelCNN.from_config(dilated.get_config()).vertical_dilations == (1, 2, 2)
+    with pytest.raises(ValueError, match="one dilation per layer \\(3\\), got 2"):
+        small_pixelcnn(num_layers=3, vertical_dilations=(1, 2))
+    # First kernel 3 reaches 1 row up, so a dilation of 3 in layer 1 would skip row 2.
+    with pytest.raises(ValueError, match="vertical_dilations\\[1\\] = 3 would leave rows "
+                                         "unseen.*at most 2"):
+        small_pixelcnn(num_layers=3, vertical_dilations=(1, 3, 1))
+    with pytest.raises(ValueError, match="vertical_dilations"):
+        small_pixelcnn(num_layers=2, vertical_dilations=(1, 0))
