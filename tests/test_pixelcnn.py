@@ -215,3 +215,5 @@ def test_constructor_checks_and_config_round_trip():
         small_pixelcnn(num_layers=3, vertical_dilations=(1, 3, 1))
     with pytest.raises(ValueError, match="vertical_dilations"):
         small_pixelcnn(num_layers=2, vertical_dilations=(1, 0))
+    with pytest.raises(ValueError, match="sequence of 2 integers >= 1, one per layer, got 2"):
+        small_pixelcnn(num_layers=2, vertical_dilations=2)

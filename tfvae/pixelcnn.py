@@ -108,6 +108,9 @@ def _check_dilations(value, num_layers: int, halves: list[int]) -> tuple[int, ..
     rows reached so far without gaps if ``d <= 1 + (rows reached before it)``."""
     if value is None:
         return (1,) * num_layers
+    if isinstance(value, (int, float, str)):
+        raise ValueError(f"vertical_dilations must be a sequence of {num_layers} integers >= 1, "
+                         f"one per layer, got {value!r}.")
     dilations = tuple(check_count(d, "vertical_dilations[]") for d in value)
     if len(dilations) != num_layers:
         raise ValueError(f"vertical_dilations needs one dilation per layer ({num_layers}), got "
