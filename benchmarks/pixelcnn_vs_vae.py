@@ -132,12 +132,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------ PixelCNN
+def _if_set(**options) -> dict:
+    """The options that are not None: a run made before an option existed still resumes."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def architecture(args) -> dict:
     return {"image_shape": [28, 28, 1], "filters": args.filters, "num_layers": args.layers,
             "kernel_size": args.kernel_size, "first_kernel_size": args.first_kernel_size,
-            # Only when set, so that runs made before the option existed still resume.
-            **({} if args.vertical_dilations is None
-               else {"vertical_dilations": args.vertical_dilations})}
+            **_if_set(vertical_dilations=args.vertical_dilations)}
 
 
 def identity(args) -> dict:
@@ -147,9 +150,7 @@ def identity(args) -> dict:
             "checkpoint_steps": args.checkpoint_steps, "train_limit": args.train_limit,
             "valid_images": args.valid_images, "seed": args.seed,
             "data": "mnist train split, dynamic binarization",
-            # Only when set, so that runs made before the option existed still resume.
-            **({} if args.final_learning_rate is None
-               else {"final_learning_rate": args.final_learning_rate})}
+            **_if_set(final_learning_rate=args.final_learning_rate)}
 
 
 def build_pixelcnn(args) -> PixelCNN:

@@ -81,8 +81,7 @@ def _gate(t: tf.Tensor) -> tf.Tensor:
 
 def _shift_down(t: tf.Tensor, rows: int = 1) -> tf.Tensor:
     """Move every row ``rows`` down (zeros above): row ``i`` then holds row ``i - rows``."""
-    height = tf.shape(t)[1]
-    return tf.pad(t, [[0, 0], [rows, 0], [0, 0], [0, 0]])[:, :height]
+    return tf.pad(t, [[0, 0], [rows, 0], [0, 0], [0, 0]])[:, :-rows]
 
 
 def _rows_apart(t: tf.Tensor, dilation: int, half: int) -> tf.Tensor:
